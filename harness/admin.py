@@ -1,0 +1,40 @@
+"""The broker's management HTTP API: vhosts for isolation, queue statistics for observing."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+
+def _api(broker: Any, method: str, path: str, **kwargs: Any) -> requests.Response:
+    url = broker.management_url.rstrip("/") + "/api" + path
+    r = requests.request(method, url, auth=tuple(broker.management_auth), timeout=10, **kwargs)
+    r.raise_for_status()
+    return r
+
+
+def create_vhost(broker: Any, vhost: str) -> None:
+    """Create a vhost and give the broker's user full permissions on it."""
+    v = quote(vhost, safe="")
+    _api(broker, "PUT", f"/vhosts/{v}", json={})
+    user = broker.management_auth[0]
+    _api(broker, "PUT", f"/permissions/{v}/{quote(user, safe='')}",
+         json={"configure": ".*", "write": ".*", "read": ".*"})
+
+
+def delete_vhost(broker: Any, vhost: str) -> None:
+    """Delete a vhost with everything in it."""
+    _api(broker, "DELETE", f"/vhosts/{quote(vhost, safe='')}")
+
+
+def queues(broker: Any, vhost: str = "/") -> list[dict[str, Any]]:
+    """Statistics of every queue in a vhost (depth, unacked, consumers, rates)."""
+    cols = "name,messages,messages_ready,messages_unacknowledged,consumers,arguments,type"
+    return _api(broker, "GET", f"/queues/{quote(vhost, safe='')}", params={"columns": cols}).json()
+
+
+def overview(broker: Any) -> dict[str, Any]:
+    """The broker's overview document (version, totals)."""
+    return _api(broker, "GET", "/overview").json()

@@ -1,0 +1,1 @@
+"""The campus food-ordering system under study: three services that talk only through events."""

@@ -1,0 +1,200 @@
+"""The lab's events on the wire: types, envelopes, and the validation that guards consumers.
+
+The wire format is the original lab's flat JSON, so its scripts keep working:
+
+    OrderPlaced:   event_id, event_type, timestamp, order_id, user_id, items, total_amount
+    Inventory*:    event_id, event_type, timestamp, order_id, items, reason
+
+Every problem with a message becomes an `InvalidEvent` whose `reason` names the field, so a
+consumer can dead-letter the message with that reason and go on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+ORDER_PLACED = "OrderPlaced"
+INVENTORY_RESERVED = "InventoryReserved"
+INVENTORY_FAILED = "InventoryFailed"
+EVENT_TYPES = (ORDER_PLACED, INVENTORY_RESERVED, INVENTORY_FAILED)
+
+# A real order is a few hundred bytes; anything this large is a mistake or an attack.
+MAX_EVENT_BYTES = 64 * 1024
+MAX_ITEMS = 100
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a valid lab event; `reason` says why, naming the field."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of an order."""
+
+    item_id: str
+    quantity: int
+    price: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item as wire JSON."""
+        return {"item_id": self.item_id, "quantity": self.quantity, "price": self.price}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A validated event: its type, ids and the full flat payload."""
+
+    event_type: str
+    event_id: str
+    order_id: str
+    timestamp: str
+    items: tuple[Item, ...]
+    payload: dict[str, Any]
+
+    @property
+    def user_id(self) -> str | None:
+        """The ordering user (OrderPlaced only)."""
+        return self.payload.get("user_id")
+
+    @property
+    def reason(self) -> str | None:
+        """Why the inventory failed an order (InventoryFailed only)."""
+        return self.payload.get("reason")
+
+    def to_json(self) -> bytes:
+        """The event as UTF-8 wire JSON."""
+        return json.dumps(self.payload, separators=(",", ":")).encode()
+
+
+def new_event_id() -> str:
+    """A fresh globally unique event id."""
+    return str(uuid.uuid4())
+
+
+def now_iso() -> str:
+    """The current wall-clock time as ISO 8601 UTC (envelopes carry wall-clock time)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an envelope timestamp; naive values are taken as UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def validate_items(raw: Any, field: str = "items") -> tuple[Item, ...]:
+    """Validate a list of order lines; raise InvalidEvent naming the first bad field."""
+    if not isinstance(raw, list) or not raw:
+        raise InvalidEvent(f"{field}: must be a non-empty list")
+    if len(raw) > MAX_ITEMS:
+        raise InvalidEvent(f"{field}: at most {MAX_ITEMS} lines")
+    items = []
+    for i, line in enumerate(raw):
+        where = f"{field}[{i}]"
+        if not isinstance(line, dict):
+            raise InvalidEvent(f"{where}: must be an object")
+        item_id = line.get("item_id")
+        if not isinstance(item_id, str) or not item_id.strip():
+            raise InvalidEvent(f"{where}.item_id: must be a non-empty string")
+        qty = line.get("quantity")
+        if isinstance(qty, bool) or not isinstance(qty, int):
+            raise InvalidEvent(f"{where}.quantity: must be an integer")
+        if qty <= 0:
+            raise InvalidEvent(f"{where}.quantity: must be greater than 0")
+        price = line.get("price", 0.0)
+        if isinstance(price, bool) or not isinstance(price, int | float) \
+                or not math.isfinite(price):
+            raise InvalidEvent(f"{where}.price: must be a number")
+        if price < 0:
+            raise InvalidEvent(f"{where}.price: must be >= 0")
+        items.append(Item(item_id, qty, float(price)))
+    return tuple(items)
+
+
+def _require_str(payload: dict[str, Any], field: str) -> str:
+    value = payload.get(field)
+    if value is None:
+        raise InvalidEvent(f"{field}: missing")
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(f"{field}: must be a non-empty string")
+    return value
+
+
+def parse_event(body: bytes, *, expect: tuple[str, ...] = EVENT_TYPES) -> Event:
+    """Decode and validate one message body; raise InvalidEvent with the reason."""
+    if len(body) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"body: oversize ({len(body)} bytes > {MAX_EVENT_BYTES})")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"body: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent("body: must be a JSON object")
+    event_type = payload.get("event_type")
+    if event_type not in EVENT_TYPES:
+        raise InvalidEvent(f"event_type: unknown ({event_type!r})")
+    if event_type not in expect:
+        raise InvalidEvent(f"event_type: {event_type} not expected here")
+    event_id = _require_str(payload, "event_id")
+    order_id = _require_str(payload, "order_id")
+    timestamp = _require_str(payload, "timestamp")
+    try:
+        parse_timestamp(timestamp)
+    except ValueError:
+        raise InvalidEvent("timestamp: not ISO 8601") from None
+    items = validate_items(payload.get("items"))
+    if event_type == ORDER_PLACED:
+        _require_str(payload, "user_id")
+        total = payload.get("total_amount")
+        if isinstance(total, bool) or not isinstance(total, int | float):
+            raise InvalidEvent("total_amount: must be a number")
+    elif event_type == INVENTORY_FAILED:
+        _require_str(payload, "reason")
+    return Event(event_type, event_id, order_id, timestamp, items, payload)
+
+
+def order_placed(
+    order_id: str, user_id: str, items: tuple[Item, ...], *, event_id: str | None = None
+) -> Event:
+    """Build an OrderPlaced event for an accepted order."""
+    total = round(sum(i.quantity * i.price for i in items), 2)
+    payload = {
+        "event_id": event_id or new_event_id(),
+        "event_type": ORDER_PLACED,
+        "timestamp": now_iso(),
+        "order_id": order_id,
+        "user_id": user_id,
+        "items": [i.to_dict() for i in items],
+        "total_amount": total,
+    }
+    return parse_event(json.dumps(payload).encode(), expect=(ORDER_PLACED,))
+
+
+def inventory_outcome(
+    order: Event, reserved: bool, reason: str | None = None, *, extra: dict | None = None
+) -> Event:
+    """Build the InventoryReserved or InventoryFailed event that answers an order."""
+    payload: dict[str, Any] = {
+        "event_id": new_event_id(),
+        "event_type": INVENTORY_RESERVED if reserved else INVENTORY_FAILED,
+        "timestamp": now_iso(),
+        "order_id": order.order_id,
+        "items": [i.to_dict() for i in order.items],
+        "reason": reason if not reserved else None,
+        # The order's own time lets consumers measure latency per hop.
+        "order_timestamp": order.timestamp,
+        **(extra or {}),
+    }
+    if not reserved and not reason:
+        raise ValueError("an InventoryFailed event needs a reason")
+    return Event(payload["event_type"], payload["event_id"], order.order_id,
+                 payload["timestamp"], order.items, payload)

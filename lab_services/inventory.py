@@ -1,0 +1,125 @@
+"""Inventory service: reserves stock for each OrderPlaced, all or nothing, exactly once.
+
+In `sqlite` mode (the default) the reservation, the processed-order record and the outcome
+commit in one transaction, and a redelivered order re-publishes its stored outcome: a crash
+between commit and publish then costs a duplicate event (which the notification service
+ignores) instead of a lost notification. `memory` is the original lab's in-process set,
+forgotten on restart; `off` does no duplicate check at all.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pika
+from flask import jsonify
+
+from lab_services import events, topology
+from lab_services.bus import PERSISTENT, Bus, BusConfig, Delivery, Outgoing
+from lab_services.config import InventoryConfig
+from lab_services.crashpoints import crash_if
+from lab_services.store import InventoryStore, Outcome, catalogue_from_env
+from lab_services.web import configure_logging, create_app, serve
+
+log = logging.getLogger(__name__)
+
+
+def outcome_message(event: dict) -> Outgoing:
+    """The AMQP message that carries an inventory outcome event."""
+    reserved = event["event_type"] == events.INVENTORY_RESERVED
+    key = topology.KEY_INVENTORY_RESERVED if reserved else topology.KEY_INVENTORY_FAILED
+    props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
+                                 message_id=event["event_id"], correlation_id=event["order_id"],
+                                 type=event["event_type"], app_id="inventory-service")
+    return Outgoing(topology.INVENTORY_EVENTS, key, events.Event(
+        event["event_type"], event["event_id"], event["order_id"], event["timestamp"], (), event
+    ).to_json(), props)
+
+
+class InventoryService:
+    """Consumes order_placed, reserves stock, publishes the outcome."""
+
+    def __init__(self, config: InventoryConfig | None = None, bus_config: BusConfig | None = None):
+        self.config = config or InventoryConfig()
+        self.store = InventoryStore(self.config.store_path)
+        self.store.seed(catalogue_from_env())
+        self.seen_in_memory: set[str] = set()
+        self.duplicates_skipped = 0
+        self.bus = Bus(bus_config, name="inventory")
+        retries = tuple(
+            topology.retry_queue(i) for i in range(1, len(topology.RETRY_DELAYS_MS) + 1))
+        self.bus.consume(topology.ORDER_PLACED, self.handle, before_ack=self._before_ack,
+                         retry_queues=retries)
+
+    def handle(self, delivery: Delivery) -> list[Outgoing]:
+        """Process one OrderPlaced delivery; return the outcome to publish before the ack."""
+        order = events.parse_event(delivery.body, expect=(events.ORDER_PLACED,))
+        delivery.context["order_id"] = order.order_id
+        if self.config.fail_user and order.user_id == self.config.fail_user:
+            raise RuntimeError(f"simulated persistent failure for user {order.user_id}")
+        mode = self.config.idempotency
+        if mode == "memory" and order.order_id in self.seen_in_memory:
+            # The original lab: a duplicate is acked and dropped without a word.
+            self.duplicates_skipped += 1
+            return []
+        with self.store.transaction() as db:
+            stored = self.store.outcome(order.order_id, db) if mode == "sqlite" else None
+            if stored is None:
+                lines = [(i.item_id, i.quantity) for i in order.items]
+                why_not = self.store.try_reserve(db, order.order_id, order.event_id, lines)
+                outcome_event = events.inventory_outcome(order, why_not is None, why_not)
+                stored = Outcome(order.order_id, why_not is None, why_not, outcome_event.payload)
+                self.store.record_outcome(db, stored)
+                fresh = True
+            else:
+                fresh = False
+                self.duplicates_skipped += 1
+            crash_if("before_commit", order.order_id)
+        crash_if("after_commit", order.order_id)
+        if mode == "memory":
+            self.seen_in_memory.add(order.order_id)
+        if fresh:
+            log.debug("order %s: %s", order.order_id, stored.reason or "reserved")
+        else:
+            log.info("order %s seen before: re-publishing its stored outcome", order.order_id)
+        return [outcome_message(stored.event)]
+
+    def _before_ack(self, delivery: Delivery) -> None:
+        order_id = delivery.context.get("order_id")
+        if order_id:
+            crash_if("after_publish", order_id)
+
+    def health(self) -> dict:
+        """Inventory-specific health fields."""
+        return {"processed_orders": self.store.processed_count(),
+                "idempotency": self.config.idempotency,
+                "duplicates_skipped": self.duplicates_skipped}
+
+
+def create_inventory_app(service: InventoryService):
+    """The inventory's HTTP API."""
+    app = create_app("inventory-service", service.bus, service.health)
+
+    @app.get("/inventory")
+    def inventory():
+        return jsonify(service.store.inventory())
+
+    @app.get("/reservations")
+    def reservations():
+        return jsonify({"reservations": service.store.reservations(),
+                        "outcomes": service.store.outcomes()})
+
+    return app
+
+
+def main() -> None:
+    """Run the inventory service (python -m lab_services.inventory)."""
+    configure_logging()
+    service = InventoryService()
+    app = create_inventory_app(service)
+    service.bus.start()
+    serve(app, service.bus, service.config.port)
+
+
+if __name__ == "__main__":
+    main()

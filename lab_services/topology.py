@@ -1,0 +1,204 @@
+"""The one definition of the lab's exchanges, queues, bindings, dead-lettering and retries.
+
+The services declare it on every (re)connect, the harness reads queue names from it, and
+`python -m lab_services.topology definitions` renders it as a RabbitMQ definitions file for
+docker-compose. Nothing else in the project spells a queue argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+ORDER_EVENTS = "order_events"
+INVENTORY_EVENTS = "inventory_events"
+DEAD_LETTERS = "dead_letters"
+
+ORDER_PLACED = "order_placed"
+INVENTORY_RESERVED = "inventory_reserved"
+INVENTORY_FAILED = "inventory_failed"
+ORDER_STATUS = "order_status"
+DLQ = "dlq"
+
+KEY_ORDER_PLACED = "order.placed"
+KEY_INVENTORY_RESERVED = "inventory.reserved"
+KEY_INVENTORY_FAILED = "inventory.failed"
+
+QUEUE_TYPES = ("classic", "quorum")
+
+# Retry tiers for a handler failure that persists: attempt n waits RETRY_DELAYS_MS[n-1] in
+# its own queue (one TTL per queue, so no message waits behind a longer one), then the
+# broker dead-letters it back to the work queue. After the last tier it goes to `dlq`.
+RETRY_DELAYS_MS = (200, 800, 3200)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """An exchange the lab declares."""
+
+    name: str
+    type: str = "topic"
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue the lab declares, with the arguments that make it what it is."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A binding of a queue to an exchange under a routing key."""
+
+    exchange: str
+    queue: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Exchanges, queues and bindings, in declaration order."""
+
+    queue_type: str
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+    bindings: tuple[Binding, ...]
+
+    def queue_names(self) -> list[str]:
+        """Names of every queue, work queues first."""
+        return [q.name for q in self.queues]
+
+    def declare(self, channel: Any) -> None:
+        """Declare everything on a pika BlockingChannel (idempotent when arguments match)."""
+        for ex in self.exchanges:
+            channel.exchange_declare(exchange=ex.name, exchange_type=ex.type, durable=ex.durable)
+        for q in self.queues:
+            channel.queue_declare(queue=q.name, durable=q.durable, arguments=dict(q.arguments))
+        for b in self.bindings:
+            channel.queue_bind(queue=b.queue, exchange=b.exchange, routing_key=b.routing_key)
+
+    def definitions(self, vhost: str = "/") -> dict[str, Any]:
+        """The topology as a RabbitMQ definitions document (for load_definitions at boot)."""
+        return {
+            "vhosts": [{"name": vhost}],
+            "exchanges": [
+                {
+                    "name": ex.name,
+                    "vhost": vhost,
+                    "type": ex.type,
+                    "durable": ex.durable,
+                    "auto_delete": False,
+                    "internal": False,
+                    "arguments": {},
+                }
+                for ex in self.exchanges
+            ],
+            "queues": [
+                {
+                    "name": q.name,
+                    "vhost": vhost,
+                    "durable": q.durable,
+                    "auto_delete": False,
+                    "arguments": dict(q.arguments),
+                }
+                for q in self.queues
+            ],
+            "bindings": [
+                {
+                    "source": b.exchange,
+                    "vhost": vhost,
+                    "destination": b.queue,
+                    "destination_type": "queue",
+                    "routing_key": b.routing_key,
+                    "arguments": {},
+                }
+                for b in self.bindings
+            ],
+        }
+
+
+def retry_queue(attempt: int) -> str:
+    """Name of the delay queue that holds a message before retry number `attempt`."""
+    return f"{ORDER_PLACED}.retry.{attempt}"
+
+
+def build_topology(queue_type: str | None = None) -> Topology:
+    """Build the lab topology for a queue type (classic or quorum; env LAB_QUEUE_TYPE)."""
+    queue_type = (queue_type or os.environ.get("LAB_QUEUE_TYPE") or "classic").lower()
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue type must be one of {QUEUE_TYPES}, not {queue_type!r}")
+    base = {"x-queue-type": queue_type}
+    dead_lettered = {**base, "x-dead-letter-exchange": DEAD_LETTERS}
+    exchanges = (
+        Exchange(ORDER_EVENTS),
+        Exchange(INVENTORY_EVENTS),
+        Exchange(DEAD_LETTERS, type="fanout"),
+    )
+    queues = [
+        Queue(ORDER_PLACED, dead_lettered),
+        Queue(INVENTORY_RESERVED, dead_lettered),
+        Queue(INVENTORY_FAILED, dead_lettered),
+        Queue(ORDER_STATUS, dead_lettered),
+        Queue(DLQ, base),
+    ]
+    for attempt, delay_ms in enumerate(RETRY_DELAYS_MS, start=1):
+        # Expired messages go back through the default exchange to the work queue.
+        queues.append(
+            Queue(
+                retry_queue(attempt),
+                {
+                    **base,
+                    "x-message-ttl": delay_ms,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": ORDER_PLACED,
+                },
+            )
+        )
+    bindings = (
+        Binding(ORDER_EVENTS, ORDER_PLACED, KEY_ORDER_PLACED),
+        Binding(INVENTORY_EVENTS, INVENTORY_RESERVED, KEY_INVENTORY_RESERVED),
+        Binding(INVENTORY_EVENTS, INVENTORY_FAILED, KEY_INVENTORY_FAILED),
+        Binding(INVENTORY_EVENTS, ORDER_STATUS, "inventory.*"),
+        Binding(DEAD_LETTERS, DLQ, "#"),
+    )
+    return Topology(queue_type, exchanges, tuple(queues), bindings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the topology, or write it as a definitions file."""
+    parser = argparse.ArgumentParser(prog="python -m lab_services.topology")
+    sub = parser.add_subparsers(dest="command", required=True)
+    defs = sub.add_parser("definitions", help="render a RabbitMQ definitions JSON document")
+    defs.add_argument("--queue-type", choices=QUEUE_TYPES, default=None)
+    defs.add_argument("--vhost", default="/")
+    defs.add_argument("-o", "--output", help="file to write (default: stdout)")
+    sub.add_parser("show", help="list exchanges, queues and bindings")
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        topo = build_topology()
+        for ex in topo.exchanges:
+            print(f"exchange {ex.name} ({ex.type})")
+        for q in topo.queues:
+            print(f"queue    {q.name} {q.arguments}")
+        for b in topo.bindings:
+            print(f"binding  {b.exchange} --{b.routing_key}--> {b.queue}")
+        return 0
+    text = json.dumps(build_topology(args.queue_type).definitions(args.vhost), indent=2) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
