@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-IDEMPOTENCY_MODES = ("sqlite", "memory", "off")
+# sqlite: one transaction holds reservation, processed record and outcome; a redelivery
+#         re-publishes the stored outcome.
+# skip:   a durable processed-id record, but a redelivery is acked and dropped (the outcome
+#         is not stored): shows how a crash between commit and publish loses a notification.
+# memory: the original lab's in-process set, forgotten on restart.
+# off:    no duplicate check at all.
+IDEMPOTENCY_MODES = ("sqlite", "skip", "memory", "off")
 
 
 def _env(name: str, default: str) -> str:
@@ -29,11 +35,13 @@ class ServiceConfig:
 
 @dataclass
 class InventoryConfig(ServiceConfig):
-    """Inventory settings: also IDEMPOTENCY (sqlite|memory|off) and LAB_FAIL_USER."""
+    """Inventory settings: also IDEMPOTENCY, WORK_MS and LAB_FAIL_USER."""
 
     name: str = "inventory"
     default_port: int = 5002
     idempotency: str = field(default_factory=lambda: _env("IDEMPOTENCY", "sqlite").lower())
+    # Simulated work per order (the kitchen's time), to make a service rate visible.
+    work_ms: float = field(default_factory=lambda: float(_env("WORK_MS", "0")))
     # Orders from this user make the handler fail every time: the lab's poison message.
     fail_user: str = field(default_factory=lambda: _env("LAB_FAIL_USER", ""))
 

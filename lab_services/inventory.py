@@ -4,12 +4,15 @@ In `sqlite` mode (the default) the reservation, the processed-order record and t
 commit in one transaction, and a redelivered order re-publishes its stored outcome: a crash
 between commit and publish then costs a duplicate event (which the notification service
 ignores) instead of a lost notification. `memory` is the original lab's in-process set,
-forgotten on restart; `off` does no duplicate check at all.
+forgotten on restart; `skip` keeps a durable processed record but drops a redelivery
+(losing the notification if the first attempt crashed before publishing); `off` does no
+duplicate check at all.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import pika
 from flask import jsonify
@@ -63,8 +66,14 @@ class InventoryService:
             self.duplicates_skipped += 1
             return []
         with self.store.transaction() as db:
-            stored = self.store.outcome(order.order_id, db) if mode == "sqlite" else None
+            stored = self.store.outcome(order.order_id, db) if mode in ("sqlite", "skip") else None
+            if stored is not None and mode == "skip":
+                # The naive durable design: seen before, so ack and drop it.
+                self.duplicates_skipped += 1
+                return []
             if stored is None:
+                if self.config.work_ms:
+                    time.sleep(self.config.work_ms / 1000)
                 lines = [(i.item_id, i.quantity) for i in order.items]
                 why_not = self.store.try_reserve(db, order.order_id, order.event_id, lines)
                 outcome_event = events.inventory_outcome(order, why_not is None, why_not)

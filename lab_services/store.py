@@ -56,8 +56,8 @@ class SqliteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self.transaction() as db:
-            db.executescript(self.schema)
+        # executescript commits on its own, so the schema is not wrapped in transaction().
+        self.db().executescript(self.schema)
 
     def db(self) -> sqlite3.Connection:
         """This thread's connection."""

@@ -1,0 +1,89 @@
+"""Inject faults into a running lab, and record each one on the run's timeline."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from harness import amqp
+from harness.observe import Timeline
+from lab_services import events
+from lab_services.events import MAX_EVENT_BYTES
+
+# The kinds of malformed message the lab teaches, and a body for each.
+MALFORMED: dict[str, bytes] = {
+    "not_json": b"not valid json at all",
+    "missing_fields": json.dumps({"event_type": "OrderPlaced", "user_id": "x"}).encode(),
+    "wrong_types": json.dumps({
+        "event_id": "e-wrong", "event_type": "OrderPlaced", "timestamp": events.now_iso(),
+        "order_id": "ORD-WRONG-TYPES", "user_id": "x",
+        "items": [{"item_id": "item_1", "quantity": "two", "price": 10.0}],
+        "total_amount": 20.0}).encode(),
+    "unknown_type": json.dumps({
+        "event_id": "e-unknown", "event_type": "OrderTeleported", "timestamp": events.now_iso(),
+        "order_id": "ORD-UNKNOWN", "items": []}).encode(),
+    "oversize": b'{"event_type":"OrderPlaced","padding":"' + b"x" * (MAX_EVENT_BYTES + 1) + b'"}',
+}
+
+
+class Faults:
+    """Fault injection on a lab and its broker; every call lands on the timeline."""
+
+    def __init__(self, lab: Any, broker: Any, timeline: Timeline) -> None:
+        self.lab, self.broker, self.timeline = lab, broker, timeline
+
+    # ---- services -----------------------------------------------------------------------
+
+    def stop_service(self, name: str) -> None:
+        """Stop a service gracefully (SIGTERM)."""
+        self.timeline.record("stop", name, "SIGTERM")
+        self.lab.stop(name)
+
+    def kill_service(self, name: str) -> None:
+        """Kill a service (SIGKILL), as a crash would."""
+        self.timeline.record("kill", name, "SIGKILL")
+        self.lab.kill(name)
+
+    def start_service(self, name: str, env: dict[str, str] | None = None) -> None:
+        """Start a stopped service and wait until it is healthy."""
+        self.timeline.record("start", name, " ".join(f"{k}={v}" for k, v in (env or {}).items()))
+        self.lab.start_service(name, env)
+
+    def restart_service(self, name: str, env: dict[str, str] | None = None) -> None:
+        """Restart a service (SIGTERM, then start) and wait until it is healthy."""
+        self.timeline.record("restart", name, "SIGTERM + start")
+        self.lab.restart(name, env)
+
+    def crashed(self, name: str, point: str, order_id: str) -> None:
+        """Note that a service exited at a crash point."""
+        self.timeline.record("crash", name, f"{point} for {order_id}")
+
+    # ---- the broker ---------------------------------------------------------------------
+
+    def stop_broker(self) -> None:
+        """Stop the broker gracefully."""
+        self.timeline.record("stop", "broker", "graceful")
+        self.broker.stop()
+
+    def kill_broker(self) -> None:
+        """Kill the broker hard (SIGKILL to its process group / container kill)."""
+        self.timeline.record("kill", "broker", "SIGKILL")
+        self.broker.kill()
+
+    def start_broker(self) -> None:
+        """Start the broker again on the same data and wait until it takes connections."""
+        self.timeline.record("start", "broker", "same data dir")
+        self.broker.restart()
+
+    # ---- messages -----------------------------------------------------------------------
+
+    def duplicate_order(self, event: dict[str, Any], *, same_event_id: bool) -> None:
+        """Publish an OrderPlaced again: as a redelivery would, or as a hand-made republish."""
+        how = "same event_id" if same_event_id else "new event_id"
+        self.timeline.record("inject duplicate", event["order_id"], how)
+        amqp.republish_order(self.lab.amqp_url, event, same_event_id=same_event_id)
+
+    def malformed(self, kind: str) -> None:
+        """Publish one malformed message of a kind from MALFORMED to order_events."""
+        self.timeline.record("inject malformed", kind, f"{len(MALFORMED[kind])} bytes")
+        amqp.publish_raw(self.lab.amqp_url, MALFORMED[kind])

@@ -1,0 +1,128 @@
+"""matplotlib figures of a run: the same figure in a notebook, a PNG in the run folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+# Figures are built without pyplot: no global state, no stray windows, safe off the main
+# thread; a notebook shows a returned Figure, the report saves it as PNG.
+
+FAULT_COLOURS = {"stop": "tab:orange", "kill": "tab:red", "restart": "tab:green",
+                 "start": "tab:green", "crash": "tab:red", "inject": "tab:purple"}
+
+
+def mark_faults(ax: Axes, timeline: pd.DataFrame | None) -> None:
+    """Draw each fault of the timeline as a labelled vertical line."""
+    if timeline is None or timeline.empty:
+        return
+    top = ax.get_ylim()[1]
+    for _, row in timeline.iterrows():
+        colour = next((c for k, c in FAULT_COLOURS.items() if row["kind"].startswith(k)),
+                      "tab:gray")
+        ax.axvline(row["t"], color=colour, linestyle="--", linewidth=1, alpha=0.8)
+        ax.text(row["t"], top, f" {row['kind']} {row['target']}", rotation=90, fontsize=7,
+                va="top", ha="left", color=colour)
+
+
+def depth_chart(samples: pd.DataFrame, timeline: pd.DataFrame | None = None, *,
+                queues: tuple[str, ...] | None = None, title: str = "Queue depth over time",
+                model: pd.DataFrame | None = None) -> Figure:
+    """Messages waiting in each queue over time, with the faults marked."""
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    data = samples if queues is None else samples[samples["queue"].isin(queues)]
+    for queue, g in data.groupby("queue"):
+        g = g.sort_values("t")
+        depth = g["ready"].astype(float)
+        if depth.fillna(0).max() == 0 and queues is None:
+            continue  # an always-empty queue only clutters the legend
+        ax.plot(g["t"], depth, label=queue, linewidth=1.6)
+    if model is not None and not model.empty:
+        ax.plot(model["t"], model["depth"], color="black", linestyle=":", linewidth=1.5,
+                label="model prediction")
+    ax.set_xlabel("time since run start (s)")
+    ax.set_ylabel("messages ready in queue")
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    mark_faults(ax, timeline)
+    fig.tight_layout()
+    return fig
+
+
+def latency_cdf(latency: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Cumulative distribution of latency per hop and end to end."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    hops = {"inventory_ms": "placed -> inventory decided", "notify_ms": "decided -> notified",
+            "end_to_end_ms": "placed -> notified (end to end)"}
+    for col, label in hops.items():
+        values = np.sort(latency[col].dropna().to_numpy())
+        if len(values):
+            ax.plot(values, np.arange(1, len(values) + 1) / len(values), label=label)
+    if "end_to_end_ms" in latency and latency["end_to_end_ms"].notna().any():
+        p99 = latency["end_to_end_ms"].quantile(0.99)
+        ax.axvline(p99, color="gray", linestyle=":", label=f"end-to-end p99 = {p99:.1f} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of orders")
+    ax.set_title(title or "Latency per hop: most of the time is spent waiting in queues")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def double_reservations_chart(table: pd.DataFrame) -> Figure:
+    """Double reservations per idempotency mode and case (bars; zero is the goal)."""
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    pivot = table.pivot(index="mode", columns="case", values="double_reservations")
+    pivot = pivot.reindex([m for m in ("off", "memory", "sqlite") if m in pivot.index])
+    pivot.plot.bar(ax=ax, rot=0)
+    ax.set_xlabel("idempotency mode of the inventory service")
+    ax.set_ylabel("orders whose stock was reserved twice")
+    ax.set_title("Duplicates: only a durable, transactional record reserves exactly once")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def drain_chart(samples: pd.DataFrame, queue: str, start: float, end: float | None,
+                rate: float | None, timeline: pd.DataFrame | None = None) -> Figure:
+    """The backlog draining after the consumer returns, with the fitted drain rate."""
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    g = samples[samples["queue"] == queue].sort_values("t")
+    ax.plot(g["t"], g["ready"].astype(float), label=f"{queue}: messages ready")
+    if rate and end is not None:
+        ax.axvspan(start, end, color="tab:green", alpha=0.1,
+                   label=f"draining at {rate:.0f} msg/s ({end - start:.1f} s)")
+    ax.set_xlabel("time since run start (s)")
+    ax.set_ylabel("messages waiting")
+    ax.set_title("Backlog drain: depth falls at the consumer's spare capacity")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    mark_faults(ax, timeline)
+    fig.tight_layout()
+    return fig
+
+
+def outcome_table_chart(table: pd.DataFrame, value: str, title: str, ylabel: str) -> Figure:
+    """A bar chart of one count per case (e.g. lost notifications per crash point)."""
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    pivot = table.pivot(index="point", columns="mode", values=value)
+    pivot.plot.bar(ax=ax, rot=0)
+    ax.set_xlabel("where the inventory crashed")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig

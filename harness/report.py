@@ -1,0 +1,118 @@
+"""Results of a scenario, and the run folder they are written to: JSON, CSV, PNG, logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from harness.check import Verdict
+
+
+def run_folder(out: str | Path, scenario: str) -> Path:
+    """A new folder `OUT/<scenario>-<UTC timestamp>/` for one run."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = Path(out) / f"{scenario}-{stamp}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+@dataclass
+class ScenarioResult:
+    """What a scenario measured and concluded, renderable in a notebook and on disk."""
+
+    name: str
+    summary: dict[str, Any]
+    verdict: Verdict
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    timeline: pd.DataFrame = field(default_factory=pd.DataFrame)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+    @property
+    def valid(self) -> bool:
+        """The checker's verdict."""
+        return self.verdict.valid
+
+    def write(self, run_dir: Path) -> Path:
+        """Write summary.json, frames as CSV, figures as PNG and the timeline into run_dir."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name, frame in self.frames.items():
+            frame.to_csv(run_dir / f"{name}.csv", index=False)
+        self.timeline.to_csv(run_dir / "faults.csv", index=False)
+        for name, fig in self.figures.items():
+            fig.savefig(run_dir / f"{name}.png", dpi=110)
+        summary = {**self.summary, "verdict": self.verdict.to_dict(),
+                   "valid": self.verdict.valid,
+                   "files": sorted(p.name for p in run_dir.iterdir() if p.is_file())}
+        (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+        self.run_dir = run_dir
+        return run_dir
+
+    def text(self) -> str:
+        """A one-screen summary for a terminal."""
+        lines = [f"== {self.name}: {'VALID' if self.valid else 'INVALID'} =="]
+        for key, value in self.summary.items():
+            if key in ("scenario",):
+                continue
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items())
+            lines.append(f"  {key:<26} {value}")
+        for problem in self.verdict.problems:
+            lines.append(f"  ! {problem}")
+        if self.run_dir:
+            lines.append(f"  run folder: {self.run_dir}")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        mark = "✅ valid" if self.valid else "❌ invalid"
+        rows = "\n".join(f"| {k} | {v} |" for k, v in self.summary.items() if k != "scenario")
+        problems = "".join(f"\n- {p}" for p in self.verdict.problems)
+        return f"**{self.name}: {mark}**{problems}\n\n| measure | value |\n|---|---|\n{rows}\n"
+
+
+def keep_logs(service_dir: Path, run_dir: Path) -> None:
+    """Copy the services' log files into the run folder."""
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    for log in service_dir.glob("*.log"):
+        shutil.copy(log, logs / log.name)
+
+
+def combined_report(results: list[ScenarioResult], out_dir: Path) -> Path:
+    """One Markdown page that links every scenario's verdict and charts."""
+    lines = ["# rabbit-lab: every scenario", "",
+             f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.", "",
+             "| scenario | verdict | run folder |", "|---|---|---|"]
+    for r in results:
+        rel = r.run_dir.relative_to(out_dir) if r.run_dir else "-"
+        lines.append(f"| {r.name} | {'valid' if r.valid else '**INVALID**'} | [{rel}]({rel}) |")
+    for r in results:
+        lines += ["", f"## {r.name}", ""]
+        lines += [f"- **{k}**: {v}" for k, v in r.summary.items() if k != "scenario"]
+        lines += [f"- problem: {p}" for p in r.verdict.problems]
+        if r.run_dir:
+            rel = r.run_dir.relative_to(out_dir)
+            lines += [""] + [f"![{name}]({rel}/{name}.png)" for name in r.figures]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
