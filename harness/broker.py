@@ -486,7 +486,8 @@ class LocalBroker(Broker):
                 self._wait_down(10)
                 raise
             self._started = True
-            self._epmd_pid = self._epmd_pid or self._find_epmd()
+            if not (self._epmd_pid and self._epmd_is_ours(self._epmd_pid)):
+                self._epmd_pid = self._find_epmd()  # the first start launched it
             log.debug("node %s ready in %.1f s at %s", self.node, time.monotonic() - t0,
                       self._safe_url())
 
@@ -562,7 +563,7 @@ class LocalBroker(Broker):
 
     def _find_epmd(self) -> int | None:
         """The pid of the epmd this node started (it daemonizes and outlives the node)."""
-        for entry in Path("/proc").glob("[0-9]*"):
+        for entry in Path("/proc").glob("[0-9]*"):  # no /proc (macOS): nothing found
             try:
                 argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
             except OSError:
@@ -573,7 +574,7 @@ class LocalBroker(Broker):
         return None
 
     def _stop_epmd(self) -> None:
-        pid = self._epmd_pid
+        pid = self._epmd_pid or self._find_epmd()  # found late if the node never got ready
         if pid is None:
             if not Path("/proc/self").exists():  # no /proc to find it: ask our epmd to quit
                 with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -657,10 +658,16 @@ class DockerBroker(Broker):
             )
         except DockerException as exc:  # raised by the constructor when no daemon answers
             raise BrokerUnavailable(f"no Docker daemon ({_short(exc)})") from exc
-        self._created = False
 
     def _wrapped(self) -> Any:
         return self._container.get_wrapped_container()
+
+    def _has_container(self) -> bool:
+        try:
+            self._wrapped()
+        except Exception:  # testcontainers: ContainerStartException until it is created
+            return False
+        return True
 
     def _refresh_urls(self) -> None:
         # The container host and mapped port depend on testcontainers' connection mode.
@@ -677,9 +684,8 @@ class DockerBroker(Broker):
                 raise BrokerError("this broker is closed; open a new one")
             self._register()
             try:
-                if not self._created:
+                if not self._has_container():
                     self._container.start()  # pulls if needed, copies the conf, waits for pika
-                    self._created = True
                 else:
                     self._wrapped().start()
             except Exception as exc:

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -34,6 +35,9 @@ class Timeline:
     """The faults and notable moments of a run, each with its time and reason."""
 
     t0: float = field(default_factory=time.monotonic)
+    # The wall-clock time at t0, to place events' own (wall-clock) timestamps on the run's
+    # monotonic axis.
+    wall0: datetime = field(default_factory=lambda: datetime.now(UTC))
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:
@@ -44,6 +48,10 @@ class Timeline:
         """Note that something happened now (a stop, a kill, an injection...)."""
         self.rows.append({"t": self.now(), "kind": kind, "target": target, "detail": detail})
         log.info("t=%.2fs %s %s %s", self.now(), kind, target, detail)
+
+    def at(self, timestamp: str) -> float:
+        """An envelope's ISO timestamp as seconds since the run started."""
+        return (events.parse_timestamp(timestamp) - self.wall0).total_seconds()
 
     def frame(self) -> pd.DataFrame:
         """The timeline as a DataFrame (t, kind, target, detail)."""
@@ -136,8 +144,9 @@ class QueueSampler:
 
     def frame(self) -> pd.DataFrame:
         """Samples as rows: t, queue, ready, unacked, consumers."""
-        return pd.DataFrame(self.rows, columns=["t", "queue", "ready", "unacked", "consumers",
-                                                "ready_mgmt"])
+        rows = list(self.rows)  # a snapshot: the sampler thread may still be appending
+        return pd.DataFrame(rows, columns=["t", "queue", "ready", "unacked", "consumers",
+                                           "ready_mgmt"])
 
     def cost(self) -> dict[str, float]:
         """What sampling cost: samples taken, mean and max milliseconds per sample."""
@@ -149,8 +158,8 @@ class QueueSampler:
                 "interval_s": self.interval, "source": self.source}
 
 
-def latency_frame(notifications: list[dict[str, Any]], accepted: pd.DataFrame | None = None
-                  ) -> pd.DataFrame:
+def latency_frame(notifications: list[dict[str, Any]], accepted: pd.DataFrame | None = None,
+                  timeline: Timeline | None = None) -> pd.DataFrame:
     """Per-order latency in ms from the events' own timestamps: placed->reserved->notified."""
     rows = []
     for n in notifications:
@@ -166,9 +175,10 @@ def latency_frame(notifications: list[dict[str, Any]], accepted: pd.DataFrame | 
             "inventory_ms": (decided - placed).total_seconds() * 1000,
             "notify_ms": (notified - decided).total_seconds() * 1000,
             "end_to_end_ms": (notified - placed).total_seconds() * 1000,
+            "t_notified": timeline.at(n["notified_at"]) if timeline else None,
         })
     frame = pd.DataFrame(rows, columns=["order_id", "status", "placed_at", "inventory_ms",
-                                        "notify_ms", "end_to_end_ms"])
+                                        "notify_ms", "end_to_end_ms", "t_notified"])
     if accepted is not None and not accepted.empty and not frame.empty:
         frame = frame.merge(accepted[["order_id", "t_sent", "http_ms"]], on="order_id",
                             how="left")

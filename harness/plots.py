@@ -126,3 +126,27 @@ def outcome_table_chart(table: pd.DataFrame, value: str, title: str, ylabel: str
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
+
+
+def throughput_chart(load: pd.DataFrame, latency: pd.DataFrame,
+                     timeline: pd.DataFrame | None = None, *, bin_s: float = 0.5,
+                     title: str = "Orders accepted and notified per second") -> Figure:
+    """Orders accepted (HTTP 201) and notified per second over the run, faults marked."""
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    ok = load.loc[load["accepted"], "t_answered"].dropna()
+    done = latency["t_notified"].dropna() if "t_notified" in latency else pd.Series(dtype=float)
+    end = max([ok.max() if len(ok) else 0, done.max() if len(done) else 0]) + bin_s
+    bins = np.arange(0, end + bin_s, bin_s)
+    for series, label in ((ok, "accepted (HTTP 201)"), (done, "notified")):
+        counts, edges = np.histogram(series, bins=bins)
+        ax.step(edges[:-1], counts / bin_s, where="post", label=label)
+    ax.set_xlabel("time since run start (s)")
+    ax.set_ylabel("orders per second")
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    mark_faults(ax, timeline)
+    fig.tight_layout()
+    return fig

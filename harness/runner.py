@@ -180,7 +180,7 @@ class Run:
         return {
             "orders": orders,
             "notifications": pd.DataFrame(state.notifications),
-            "latency": latency_frame(state.notifications, orders),
+            "latency": latency_frame(state.notifications, orders, self.timeline),
             "queue_depth": self.sampler.frame() if self.sampler else pd.DataFrame(),
             "dlq": pd.DataFrame(state.dlq, columns=["reason", "attempts", "original_queue",
                                                     "routing_key", "body"]),

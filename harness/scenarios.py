@@ -381,6 +381,7 @@ def reconnect(broker: Any = None, *, orders: int = 300, rate: float = 40.0,
         else:
             run.faults.stop_broker()
         run.faults.start_broker()
+        run.timeline.record("ready", "broker", "takes connections again")
         for name, svc in run.lab.services.items():
             svc.wait_healthy(60)
             run.timeline.record("healthy", name, "reconnected")
@@ -412,9 +413,9 @@ def reconnect(broker: Any = None, *, orders: int = 300, rate: float = 40.0,
         })
         result = ScenarioResult("reconnect", summary, verdict, frames)
         result.figures = {
-            "queue_depth": plots.depth_chart(
-                frames["queue_depth"], run.timeline.frame(),
-                title="Broker restart: a gap in the samples, then the queues flow again"),
+            "throughput": plots.throughput_chart(
+                load, frames["latency"], run.timeline.frame(),
+                title="Broker restart: the flow stops, the services reconnect, it resumes"),
             "http": _http_chart(load, run.timeline.frame()),
         }
         return _finish(run, result)

@@ -174,7 +174,8 @@ class Bus:
         self._next_seq = 1
         self._pending: OrderedDict[int, Future | _InFlight] = OrderedDict()
         self._was_ready = False
-        self.reconnects = 0
+        self.reconnects = 0  # connections re-established after a loss
+        self.reconnect_attempts = 0
         self.connected_once = threading.Event()
 
     # ---- public API -------------------------------------------------------------------
@@ -259,7 +260,7 @@ class Bus:
             attempt = 0 if self._was_ready else attempt + 1
             delay = min(self.config.backoff_initial * (2 ** attempt), self.config.backoff_max)
             log.warning("%s: broker connection down; reconnecting in %.2fs", self.name, delay)
-            self.reconnects += 1
+            self.reconnect_attempts += 1
             self._stopping.wait(delay)
         self._connection = None
 
@@ -334,6 +335,8 @@ class Bus:
                 auto_ack=False,
             )
         self._was_ready = True
+        if self.connected_once.is_set():
+            self.reconnects += 1
         self._ready.set()
         self.connected_once.set()
         log.info("%s: connected to %s, consuming %s", self.name, self._safe_url(),

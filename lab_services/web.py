@@ -49,7 +49,8 @@ def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = No
     def health():
         body = {"service": name, "status": "ok" if bus.connected else "degraded",
                 "broker": "connected" if bus.connected else "disconnected",
-                "reconnects": bus.reconnects, **(health_extra() if health_extra else {})}
+                "reconnects": bus.reconnects, "reconnect_attempts": bus.reconnect_attempts,
+                **(health_extra() if health_extra else {})}
         return jsonify(body), 200 if bus.connected else 503
 
     return app
