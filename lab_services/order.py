@@ -96,7 +96,7 @@ def create_order_app(service: OrderService):
     @app.post("/order")
     def place_order():
         if not request.is_json:
-            return error(415, "Content-Type must be application/json", field="body")
+            return error(415, "body: Content-Type must be application/json", field="body")
         body = request.get_json(silent=True)
         if body is None:
             return error(400, "body: not valid JSON", field="body")
