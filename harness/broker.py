@@ -20,7 +20,6 @@ import atexit
 import contextlib
 import logging
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -38,11 +37,12 @@ from urllib.parse import quote, unquote, urlparse
 import pika
 import pika.exceptions
 
+from harness.ports import free_ports, port_free
+
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "rabbitmq:4.1.4-management"
 DEBIAN_RELEASE_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-CTL_DIST_PORTS = range(35672, 35683)  # rabbitmqctl takes its own distribution port here
 
 HOWTO = """\
 Get a RabbitMQ broker in any one of these ways:
@@ -233,45 +233,6 @@ def _amqp_url(user: str, password: str, host: str, port: int) -> str:
     return f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/%2F"
 
 
-def _port_free(port: int) -> bool:
-    """True if a listener could bind the port on all interfaces right now."""
-    with socket.socket() as s:
-        # SO_REUSEADDR like the broker's own listeners: TIME_WAIT leftovers do not block it.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports, below the ephemeral range and outside rabbitmqctl's ports.
-
-    Below the ephemeral range, because the ports must stay free across restarts and the
-    kernel hands out ephemeral ports to every outgoing connection in the meantime.
-    """
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    candidates = list(range(20000, min(low, 32768)))
-    random.shuffle(candidates)
-    ports: list[int] = []
-    for port in candidates:
-        if len(ports) == n:
-            break
-        if port not in CTL_DIST_PORTS and port not in ports and _port_free(port):
-            ports.append(port)
-    while len(ports) < n:  # no room below the ephemeral range: let the kernel choose
-        with socket.socket() as s:
-            s.bind(("0.0.0.0", 0))
-            port = s.getsockname()[1]
-        if port not in CTL_DIST_PORTS and port not in ports:
-            ports.append(port)
-    return ports
-
-
 def _is_debian_wrapper(path: Path) -> bool:
     # /usr/sbin/rabbitmq-server links to a wrapper that switches to the rabbitmq user.
     real = path.resolve()
@@ -372,7 +333,7 @@ class LocalBroker(Broker):
         else:
             self.base_dir = Path(workdir).resolve()
             self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.amqp_port, self.management_port, self.dist_port, self.epmd_port = _free_ports(4)
+        self.amqp_port, self.management_port, self.dist_port, self.epmd_port = free_ports(4)
         self.amqp_url = _amqp_url(s.username, s.password, "127.0.0.1", self.amqp_port)
         self.management_url = f"http://127.0.0.1:{self.management_port}"
         self.log_path = self.base_dir / "node.log"
@@ -508,7 +469,7 @@ class LocalBroker(Broker):
                 os.killpg(self._proc.pid, sig)
 
     def _ports_free(self) -> bool:
-        return all(_port_free(p) for p in (self.amqp_port, self.dist_port, self.management_port))
+        return all(port_free(p) for p in (self.amqp_port, self.dist_port, self.management_port))
 
     def _wait_down(self, timeout: float) -> bool:
         """Poll until no process of the node is left and its ports are free again."""
@@ -643,7 +604,7 @@ class DockerBroker(Broker):
                 from testcontainers.community.rabbitmq import RabbitMqContainer
         except ImportError as exc:
             raise BrokerUnavailable(f"testcontainers is not installed ({exc})") from exc
-        self.amqp_port, self.management_port = _free_ports(2)
+        self.amqp_port, self.management_port = free_ports(2)
         conf = (f"collect_statistics_interval = {s.stats_interval_ms}\n"
                 "management.sample_retention_policies.global.minute = 1\n"
                 "management.sample_retention_policies.basic.minute = 1\n"

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,13 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from harness.ports import free_ports
 from harness.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("order", "inventory", "notification")
 DEFAULT_PORTS = {"order": 5001, "inventory": 5002, "notification": 5003}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def with_vhost(amqp_url: str, vhost: str) -> str:
@@ -164,10 +157,11 @@ class Lab:
         self.vhost = f"lab-{uuid.uuid4().hex[:8]}" if self._can_make_vhost() else None
         self.amqp_url = with_vhost(broker.amqp_url, self.vhost) if self.vhost else broker.amqp_url
         self.services: dict[str, ServiceProcess] = {}
-        for name in services:
+        names = list(services)
+        for name, port in zip(names, free_ports(len(names)), strict=True):
             env = {
                 "AMQP_URL": self.amqp_url,
-                "PORT": str(free_port()),
+                "PORT": str(port),
                 "STORE_PATH": str(self.workdir / f"{name}.sqlite"),
                 "IDEMPOTENCY": self.config.idempotency,
                 "PREFETCH": str(self.config.prefetch),

@@ -453,6 +453,9 @@ SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
 }
 
 
+NEEDS_RESTARTABLE_BROKER = ("reconnect",)
+
+
 def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = "runs",
             progress: bool = True) -> tuple[list[ScenarioResult], Path]:
     """Every scenario in sequence on one broker, then one combined report."""
@@ -463,6 +466,10 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
         bar = tqdm(SCENARIOS.items(), desc="scenarios", disable=not progress)
         for name, fn in bar:
             bar.set_postfix_str(name)
+            if name in NEEDS_RESTARTABLE_BROKER and not getattr(b, "can_stop", True):
+                log.warning("skipping %s: it restarts the broker, and a %s broker cannot be "
+                            "restarted by the harness", name, b.provider)
+                continue
             kwargs: dict[str, Any] = {"out": parent, "progress": False}
             if orders is not None and name in ("baseline", "backlog-drain", "reconnect", "dlq"):
                 kwargs["orders"] = orders
