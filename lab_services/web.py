@@ -68,7 +68,7 @@ def serve(app: Flask, bus: Bus, port: int) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _stop)
-    logging.getLogger(app.name).info("%s listening on http://%s:%d", app.name,
+    logging.getLogger(app.name).info("%s listening on http://%s:%s", app.name,
                                      server.effective_host, server.effective_port)
     try:
         server.run()
