@@ -1,7 +1,7 @@
 # rabbit-lab: the everyday commands. `make help` lists them.
 PYTHON ?= python3
 
-.PHONY: help install demo test test-quick lint lab bench up definitions
+.PHONY: help install demo test test-docker test-quick lint lab bench up definitions
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -14,6 +14,14 @@ demo:  ## run every scenario on a real broker and write the report (the lab's ma
 
 test:  ## the whole test suite (real broker; scenarios, notebooks and containers included)
 	$(PYTHON) -m pytest
+	$(MAKE) test-docker
+
+# The integration subset that CI also runs on a broker started through testcontainers.
+DOCKER_SUBSET = baseline or dlq or idempotency or travels or malformed or duplicated or poison
+
+test-docker:  ## the integration subset again, on a testcontainers broker (needs Docker/podman)
+	$(PYTHON) -m pytest --broker docker -m broker tests/test_pipeline.py tests/test_scenarios.py \
+		-k "$(DOCKER_SUBSET)"
 
 test-quick:  ## the fast subset: no slow scenarios, notebooks or containers
 	$(PYTHON) -m pytest -m "not slow and not container"
