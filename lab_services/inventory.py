@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pika
 from flask import jsonify
@@ -51,8 +53,18 @@ class InventoryService:
         self.bus = Bus(bus_config, name="inventory")
         retries = tuple(
             topology.retry_queue(i) for i in range(1, len(topology.RETRY_DELAYS_MS) + 1))
+        self._in_this_batch: list[str] = []
         self.bus.consume(topology.ORDER_PLACED, self.handle, before_ack=self._before_ack,
-                         retry_queues=retries)
+                         retry_queues=retries, unit_of_work=self.unit_of_work)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """One store transaction around a burst of orders; outcomes publish after it."""
+        self._in_this_batch = []
+        with self.store.transaction():
+            yield
+        for order_id in self._in_this_batch:
+            crash_if("after_commit", order_id)
 
     def handle(self, delivery: Delivery) -> list[Outgoing]:
         """Process one OrderPlaced delivery; return the outcome to publish before the ack."""
@@ -84,7 +96,9 @@ class InventoryService:
                 fresh = False
                 self.duplicates_skipped += 1
             crash_if("before_commit", order.order_id)
-        crash_if("after_commit", order.order_id)
+        # The burst's transaction commits later, in unit_of_work: note the order for the
+        # after_commit crash point there.
+        self._in_this_batch.append(order.order_id)
         if mode == "memory":
             self.seen_in_memory.add(order.order_id)
         if fresh:

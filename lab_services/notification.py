@@ -23,7 +23,7 @@ class NotificationService:
         self.store = NotificationStore(self.config.store_path)
         self.bus = Bus(bus_config, name="notification")
         for queue in (topology.INVENTORY_RESERVED, topology.INVENTORY_FAILED):
-            self.bus.consume(queue, self.handle)
+            self.bus.consume(queue, self.handle, unit_of_work=self.store.transaction)
 
     def handle(self, delivery: Delivery) -> list[Outgoing]:
         """Record the notification for one inventory outcome (duplicates are ignored)."""

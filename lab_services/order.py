@@ -59,7 +59,7 @@ class OrderService:
         self.config = config or ServiceConfig("order", 5001)
         self.store = OrderStore(self.config.store_path)
         self.bus = Bus(bus_config, name="order")
-        self.bus.consume(topology.ORDER_STATUS, self.on_status)
+        self.bus.consume(topology.ORDER_STATUS, self.on_status, unit_of_work=self.store.transaction)
         self.refused = 0
 
     def place(self, user_id: str, items: tuple[events.Item, ...]) -> dict:

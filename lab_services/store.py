@@ -72,15 +72,29 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: all of it commits, or none of it."""
+        """One IMMEDIATE transaction: all of it commits, or none of it.
+
+        Nested inside another transaction of this thread it becomes a savepoint, so a
+        consumer can commit a whole batch of messages at once while one failing message
+        still rolls back alone.
+        """
         db = self.db()
-        db.execute("BEGIN IMMEDIATE")
+        depth = getattr(self._local, "depth", 0)
+        begin, commit, rollback = (
+            ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK") if depth == 0
+            else (f"SAVEPOINT sp{depth}", f"RELEASE sp{depth}", f"ROLLBACK TO sp{depth}"))
+        db.execute(begin)
+        self._local.depth = depth + 1
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            db.execute(rollback)
+            if depth:
+                db.execute(commit)  # a savepoint stays open after ROLLBACK TO
             raise
-        db.execute("COMMIT")
+        finally:
+            self._local.depth = depth
+        db.execute(commit)
 
 
 @dataclass(frozen=True)
