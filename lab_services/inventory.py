@@ -24,7 +24,7 @@ from lab_services.bus import PERSISTENT, Bus, BusConfig, Delivery, Outgoing
 from lab_services.config import InventoryConfig
 from lab_services.crashpoints import crash_if
 from lab_services.store import InventoryStore, Outcome, catalogue_from_env
-from lab_services.web import configure_logging, create_app, serve
+from lab_services.web import create_app, run_service
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,7 @@ def create_inventory_app(service: InventoryService):
 
 def main() -> None:
     """Run the inventory service (python -m lab_services.inventory)."""
-    configure_logging()
-    service = InventoryService()
-    app = create_inventory_app(service)
-    service.bus.start()
-    serve(app, service.bus, service.config.port)
+    run_service(InventoryService, create_inventory_app)
 
 
 if __name__ == "__main__":

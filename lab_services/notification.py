@@ -10,7 +10,7 @@ from lab_services import events, topology
 from lab_services.bus import Bus, BusConfig, Delivery, Outgoing
 from lab_services.config import ServiceConfig
 from lab_services.store import NotificationStore
-from lab_services.web import configure_logging, create_app, serve
+from lab_services.web import create_app, run_service
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,7 @@ def create_notification_app(service: NotificationService):
 
 def main() -> None:
     """Run the notification service (python -m lab_services.notification)."""
-    configure_logging()
-    service = NotificationService()
-    app = create_notification_app(service)
-    service.bus.start()
-    serve(app, service.bus, service.config.port)
+    run_service(NotificationService, create_notification_app)
 
 
 if __name__ == "__main__":

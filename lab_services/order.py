@@ -18,7 +18,7 @@ from lab_services import events, topology
 from lab_services.bus import PERSISTENT, BrokerUnavailable, Bus, BusConfig, Delivery, Outgoing
 from lab_services.config import ServiceConfig
 from lab_services.store import OrderStore
-from lab_services.web import configure_logging, create_app, error, serve
+from lab_services.web import create_app, error, run_service
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,7 @@ def create_order_app(service: OrderService):
 
 def main() -> None:
     """Run the order service (python -m lab_services.order)."""
-    configure_logging()
-    service = OrderService()
-    app = create_order_app(service)
-    service.bus.start()
-    serve(app, service.bus, service.config.port)
+    run_service(OrderService, create_order_app)
 
 
 if __name__ == "__main__":

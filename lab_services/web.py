@@ -77,3 +77,12 @@ def serve(app: Flask, bus: Bus, port: int) -> None:
     finally:
         server.close()
         bus.close()
+
+
+def run_service(make_service: Callable[[], Any], make_app: Callable[[Any], Flask]) -> None:
+    """Run one service process: logging, the service, its HTTP app and bus, until stopped."""
+    configure_logging()
+    service = make_service()
+    app = make_app(service)
+    service.bus.start()
+    serve(app, service.bus, service.config.port)
