@@ -75,6 +75,7 @@ class QueueSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
         self._conn: pika.BlockingConnection | None = None
+        self._ch: Any = None
 
     def start(self) -> QueueSampler:
         """Start sampling in the background."""
@@ -119,15 +120,13 @@ class QueueSampler:
         # statistics interval; both readings are kept so the lag itself can be shown.
         if self._conn is None or not self._conn.is_open:
             self._conn = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        ch = self._conn.channel()
+            self._ch = None
+        if self._ch is None or not self._ch.is_open:
+            self._ch = self._conn.channel()  # kept: a channel costs two round trips
         exact = {}
-        try:
-            for q in self.queues:
-                ok = ch.queue_declare(q, passive=True).method
-                exact[q] = (ok.message_count, ok.consumer_count)
-        finally:
-            if ch.is_open:
-                ch.close()
+        for q in self.queues:
+            ok = self._ch.queue_declare(q, passive=True).method
+            exact[q] = (ok.message_count, ok.consumer_count)
         stats: dict[str, Any] = {}
         if self.source == "management":
             from harness import admin
