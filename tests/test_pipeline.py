@@ -169,8 +169,9 @@ def test_quorum_queues_work_end_to_end(make_lab):
     assert dead[0]["reason"].startswith("body: not valid JSON")
 
 
-def test_poison_order_is_retried_with_backoff_then_dead_lettered(make_lab):
-    lab = make_lab(extra_env={"LAB_FAIL_USER": "poison"})
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_poison_order_is_retried_with_backoff_then_dead_lettered(make_lab, queue_type):
+    lab = make_lab(extra_env={"LAB_FAIL_USER": "poison"}, queue_type=queue_type)
     poison = place(lab, "poison")
     fine = place(lab, "fine")
     lab.wait_notified([fine["order_id"]], 30)  # the poison message does not block the queue
