@@ -7,6 +7,7 @@ sessions can run side by side on one broker.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -30,6 +31,17 @@ from harness.waiting import wait_until
 log = logging.getLogger(__name__)
 
 SERVICES = ("order", "inventory", "notification")
+
+# Labs still running when Python exits (a notebook kernel shut down mid-run, Ctrl-C, a
+# failed test): their services would otherwise retry a vanished broker for ever.
+_live_labs: set[Lab] = set()
+
+
+@atexit.register
+def _close_live_labs() -> None:
+    for lab in list(_live_labs):
+        with contextlib.suppress(Exception):
+            lab.close()
 DEFAULT_PORTS = {"order": 5001, "inventory": 5002, "notification": 5003}
 
 
@@ -95,12 +107,16 @@ class ServiceProcess:
         self.starts += 1
 
     def health(self) -> dict[str, Any] | None:
-        """The service's /health body, or None if it does not answer 200."""
+        """The service's /health body, or None if it does not answer 200 (from this process)."""
         try:
             r = requests.get(self.url + "/health", timeout=2)
         except requests.RequestException:
             return None
-        return r.json() if r.status_code == 200 else None
+        if r.status_code != 200:
+            return None
+        body = r.json()
+        # Another lab's service could hold this port for a moment: only ours counts.
+        return body if self.proc is not None and body.get("pid") == self.proc.pid else None
 
     def wait_healthy(self, timeout: float = 60.0) -> dict[str, Any]:
         """Block until /health answers 200 (connected to the broker)."""
@@ -157,6 +173,7 @@ class Lab:
         self.vhost = f"lab-{uuid.uuid4().hex[:8]}" if self._can_make_vhost() else None
         self.amqp_url = with_vhost(broker.amqp_url, self.vhost) if self.vhost else broker.amqp_url
         self.services: dict[str, ServiceProcess] = {}
+        self.started = False
         names = list(services)
         for name, port in zip(names, free_ports(len(names)), strict=True):
             env = {
@@ -187,6 +204,8 @@ class Lab:
         if self.vhost:
             from harness import admin
             admin.create_vhost(self.broker, self.vhost)
+        _live_labs.add(self)
+        self.started = True
         for svc in self.services.values():
             svc.start()
         for svc in self.services.values():
@@ -197,10 +216,12 @@ class Lab:
         return self
 
     def close(self) -> None:
-        """Stop every service and drop the lab's vhost."""
+        """Stop every service and drop the lab's vhost (idempotent)."""
+        _live_labs.discard(self)
         for svc in self.services.values():
             svc.stop()
-        if self.vhost:
+        if self.vhost and self.started:
+            self.started = False
             from harness import admin
             try:
                 admin.delete_vhost(self.broker, self.vhost)
@@ -208,6 +229,7 @@ class Lab:
                 log.info("could not delete vhost %s: %s", self.vhost, exc)
         if self._tmp is not None:
             self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> Lab:
         try:

@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from lab_services.crashpoints import POINTS
 
 # Figures are built without pyplot: no global state, no stray windows, safe off the main
 # thread; a notebook shows a returned Figure, the report saves it as PNG.
@@ -14,17 +17,36 @@ FAULT_COLOURS = {"stop": "tab:orange", "kill": "tab:red", "restart": "tab:green"
                  "start": "tab:green", "crash": "tab:red", "inject": "tab:purple"}
 
 
+def _fault_groups(timeline: pd.DataFrame, window: float) -> list[tuple[float, str, str]]:
+    """Faults of one kind close together in time, as (t, colour, label): one mark each."""
+    groups: list[list] = []
+    for _, row in timeline.sort_values("t").iterrows():
+        last = groups[-1] if groups else None
+        if last and last[1] == row["kind"] and row["t"] - last[0] <= window:
+            last[3] += 1
+            if row["target"] != last[2]:
+                last[2] = ""
+            continue
+        groups.append([row["t"], row["kind"], row["target"], 1])
+    marks = []
+    for t, kind, target, n in groups:
+        colour = next((c for k, c in FAULT_COLOURS.items() if kind.startswith(k)), "tab:gray")
+        label = f"{kind} {target}".strip() + (f" ×{n}" if n > 1 else "")
+        marks.append((t, colour, label))
+    return marks
+
+
 def mark_faults(ax: Axes, timeline: pd.DataFrame | None) -> None:
-    """Draw each fault of the timeline as a labelled vertical line."""
+    """Draw the faults of the timeline as labelled vertical lines (bursts as one mark)."""
     if timeline is None or timeline.empty:
         return
-    top = ax.get_ylim()[1]
-    for _, row in timeline.iterrows():
-        colour = next((c for k, c in FAULT_COLOURS.items() if row["kind"].startswith(k)),
-                      "tab:gray")
-        ax.axvline(row["t"], color=colour, linestyle="--", linewidth=1, alpha=0.8)
-        ax.text(row["t"], top, f" {row['kind']} {row['target']}", rotation=90, fontsize=7,
-                va="top", ha="left", color=colour)
+    left, right = ax.get_xlim()
+    marks = _fault_groups(timeline, window=0.02 * (right - left))
+    for i, (t, colour, label) in enumerate(marks):
+        ax.axvline(t, color=colour, linestyle="--", linewidth=1, alpha=0.8)
+        # Alternate the label heights so that neighbours do not print over each other.
+        ax.text(t, 0.98 - 0.3 * (i % 2), f" {label}", rotation=90, fontsize=7, va="top",
+                ha="left", color=colour, transform=ax.get_xaxis_transform())
 
 
 def depth_chart(samples: pd.DataFrame, timeline: pd.DataFrame | None = None, *,
@@ -34,12 +56,12 @@ def depth_chart(samples: pd.DataFrame, timeline: pd.DataFrame | None = None, *,
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
     data = samples if queues is None else samples[samples["queue"].isin(queues)]
+    busy = {q for q, g in data.groupby("queue") if g["ready"].fillna(0).max() > 0}
     for queue, g in data.groupby("queue"):
         g = g.sort_values("t")
-        depth = g["ready"].astype(float)
-        if depth.fillna(0).max() == 0 and queues is None:
+        if queues is None and busy and queue not in busy:
             continue  # an always-empty queue only clutters the legend
-        ax.plot(g["t"], depth, label=queue, linewidth=1.6)
+        ax.plot(g["t"], g["ready"].astype(float), label=queue, linewidth=1.6)
     if model is not None and not model.empty:
         ax.plot(model["t"], model["depth"], color="black", linestyle=":", linewidth=1.5,
                 label="model prediction")
@@ -69,6 +91,7 @@ def latency_cdf(latency: pd.DataFrame, *, title: str | None = None) -> Figure:
         p99 = latency["end_to_end_ms"].quantile(0.99)
         ax.axvline(p99, color="gray", linestyle=":", label=f"end-to-end p99 = {p99:.1f} ms")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a log axis
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of orders")
     ax.set_title(title or "Latency per hop: most of the time is spent waiting in queues")
@@ -119,6 +142,8 @@ def outcome_table_chart(table: pd.DataFrame, value: str, title: str, ylabel: str
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
     pivot = table.pivot(index="point", columns="mode", values=value)
+    pivot = pivot.reindex([p for p in POINTS if p in pivot.index])
+    pivot = pivot[[m for m in ("off", "memory", "skip", "sqlite") if m in pivot.columns]]
     pivot.plot.bar(ax=ax, rot=0)
     ax.set_xlabel("where the inventory crashed")
     ax.set_ylabel(ylabel)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from harness import plots
 from harness.check import Verdict, check_run
@@ -180,7 +181,7 @@ def idempotency(broker: Any = None, *, orders: int = 10, modes: tuple[str, ...] 
     rows, verdicts = [], {}
     parent = run_folder(out, "idempotency")
     with _broker_for(broker) as b:
-        for mode in modes:
+        for mode in tqdm(modes, desc="idempotency modes", disable=not progress):
             cfg = LabConfig(idempotency=mode, initial_stock=PLENTY, **lab)
             with Run(f"idempotency-{mode}", b, out=parent, lab=cfg, progress=False) as run:
                 for case, restart in (("duplicates", False), ("after restart", True)):
@@ -246,7 +247,7 @@ def crash_window(broker: Any = None, *, modes: tuple[str, ...] = ("off", "memory
     rows = []
     parent = run_folder(out, "crash-window")
     with _broker_for(broker) as b:
-        for mode in modes:
+        for mode in tqdm(modes, desc="crash windows per design", disable=not progress):
             cfg = LabConfig(idempotency=mode, initial_stock=PLENTY, **lab)
             with Run(f"crash-window-{mode}", b, out=parent, lab=cfg, progress=False) as run:
                 inventory = run.lab.services["inventory"]
@@ -459,7 +460,6 @@ NEEDS_RESTARTABLE_BROKER = ("reconnect",)
 def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = "runs",
             progress: bool = True) -> tuple[list[ScenarioResult], Path]:
     """Every scenario in sequence on one broker, then one combined report."""
-    from tqdm.auto import tqdm
     parent = run_folder(out, "all")
     results = []
     with _broker_for(broker) as b:

@@ -47,7 +47,8 @@ def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = No
 
     @app.get("/health")
     def health():
-        body = {"service": name, "status": "ok" if bus.connected else "degraded",
+        body = {"service": name, "pid": os.getpid(),
+                "status": "ok" if bus.connected else "degraded",
                 "broker": "connected" if bus.connected else "disconnected",
                 "reconnects": bus.reconnects, "reconnect_attempts": bus.reconnect_attempts,
                 **(health_extra() if health_extra else {})}
