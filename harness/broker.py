@@ -163,7 +163,17 @@ class Broker:
 
     def close(self) -> None:
         """Tear everything down; idempotent and safe to call from atexit."""
-        raise NotImplementedError
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._teardown()
+            finally:
+                _live.discard(self)
+
+    def _teardown(self) -> None:
+        """Release what the provider holds (hook for providers; runs once, under the lock)."""
 
     def __enter__(self) -> Broker:
         if not self._started:
@@ -564,22 +574,17 @@ class LocalBroker(Broker):
                               f"{result.stderr.strip() or result.stdout.strip()}")
         return result
 
-    def close(self) -> None:
+    def _teardown(self) -> None:
         """Stop the node, stop its epmd, and remove its directory if we created it."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                if self._own_dir:
-                    self.kill()  # the data goes away anyway: no need to wait for a clean stop
-                else:
-                    self.stop()  # keep a user-given workdir consistent
-            finally:
-                self._stop_epmd()
-                if self._own_dir:
-                    shutil.rmtree(self.base_dir, ignore_errors=True)
-                _live.discard(self)
+        try:
+            if self._own_dir:
+                self.kill()  # the data goes away anyway: no need to wait for a clean stop
+            else:
+                self.stop()  # keep a user-given workdir consistent
+        finally:
+            self._stop_epmd()
+            if self._own_dir:
+                shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
 class DockerBroker(Broker):
@@ -691,17 +696,10 @@ class DockerBroker(Broker):
                 self.stop()
             self.start()
 
-    def close(self) -> None:
+    def _teardown(self) -> None:
         """Remove the container with its anonymous volumes."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                with contextlib.suppress(Exception):
-                    self._container.stop()  # testcontainers: remove(force=True, v=True)
-            finally:
-                _live.discard(self)
+        with contextlib.suppress(Exception):
+            self._container.stop()  # testcontainers: remove(force=True, v=True)
 
 
 class UrlBroker(Broker):
@@ -742,9 +740,8 @@ class UrlBroker(Broker):
         """Not possible for a broker given by URL."""
         self._refuse("restart")
 
-    def close(self) -> None:
+    def _teardown(self) -> None:
         """Nothing to tear down: the broker is not ours."""
-        self._closed = True
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
