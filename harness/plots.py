@@ -175,3 +175,23 @@ def throughput_chart(load: pd.DataFrame, latency: pd.DataFrame,
     mark_faults(ax, timeline)
     fig.tight_layout()
     return fig
+
+
+def http_chart(load: pd.DataFrame, timeline: pd.DataFrame | None = None) -> Figure:
+    """When each order was accepted, and how long it took: retries after 503 stand out."""
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    ok = load[load["accepted"]]
+    ax.scatter(ok["t_sent"], ok["http_ms"], s=6, label="accepted (201)")
+    retried = ok[ok["attempts"] > 1]
+    ax.scatter(retried["t_sent"], retried["http_ms"], s=10, color="tab:orange",
+               label="accepted after 503 retries")
+    ax.set_yscale("log")
+    ax.set_xlabel("time the order was first sent (s)")
+    ax.set_ylabel("time until accepted (ms, log)")
+    ax.set_title("During the outage the API refuses (503) instead of losing orders")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    mark_faults(ax, timeline)
+    fig.tight_layout()
+    return fig

@@ -45,17 +45,16 @@ def order_event(order: dict[str, Any]) -> dict[str, Any]:
 
 
 class Run:
-    """A context for one scenario: starts a lab (and a broker if none is given), samples
+    """A context for one scenario on a started broker: starts a lab, samples
     queue depth, keeps the fault timeline, and leaves a run folder with the service logs."""
 
-    def __init__(self, scenario: str, broker: Any = None, *, out: str | Path = "runs",
+    def __init__(self, scenario: str, broker: Any, *, out: str | Path = "runs",
                  lab: LabConfig | None = None, sample_interval: float = 0.25,
                  progress: bool = True, **lab_overrides: Any) -> None:
         self.scenario = scenario
         self.run_dir = run_folder(out, scenario)
         self.progress = progress
         self._stack = ExitStack()
-        self._given_broker = broker
         self.broker = broker
         self.lab_config = lab or LabConfig(**lab_overrides)
         self.sample_interval = sample_interval
@@ -67,9 +66,6 @@ class Run:
 
     def __enter__(self) -> Run:
         try:
-            if self.broker is None:
-                from harness.broker import open_broker
-                self.broker = self._stack.enter_context(open_broker("auto"))
             self.lab = Lab(self.broker, self.lab_config, workdir=self.run_dir / "services")
             self._stack.callback(self._close_lab)
             self.lab.start()
@@ -116,21 +112,6 @@ class Run:
             n = amqp.depth(self.lab.amqp_url, queue)
             return (n,) if predicate(n) else None
         return wait_until(probe, timeout, what)[0]
-
-    def wait_drained(self, timeout: float) -> bool:
-        """Wait (bounded) until the lab's work queues are empty (nothing ready or unacked)."""
-        work = (topo.ORDER_PLACED, topo.INVENTORY_RESERVED, topo.INVENTORY_FAILED,
-                topo.ORDER_STATUS)
-
-        def empty():
-            with amqp.channel(self.lab.amqp_url, confirm=False) as ch:
-                return all(ch.queue_declare(q, passive=True).method.message_count == 0
-                           for q in work)
-        try:
-            wait_until(empty, timeout, "work queues drained")
-            return True
-        except WaitTimeout:
-            return False
 
     # ---- judging -----------------------------------------------------------------------------
 

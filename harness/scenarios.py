@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from harness import plots
-from harness.check import Verdict, check_run
+from harness.check import Verdict, check_run, double_reservations
 from harness.faults import MALFORMED
 from harness.lab import LabConfig
 from harness.load import LoadSpec
@@ -194,7 +194,6 @@ def idempotency(broker: Any = None, *, orders: int = 10, modes: tuple[str, ...] 
                     _barrier(run)
                     ledger = run.lab.reservations()
                     ids = {o["order_id"] for o in placed}
-                    from harness.check import double_reservations
                     doubled = {o: n for o, n in double_reservations(ledger["reservations"]).items()
                                if o in ids}
                     rows.append({"mode": mode, "case": case, "orders": len(placed),
@@ -417,29 +416,9 @@ def reconnect(broker: Any = None, *, orders: int = 300, rate: float = 40.0,
             "throughput": plots.throughput_chart(
                 load, frames["latency"], run.timeline.frame(),
                 title="Broker restart: the flow stops, the services reconnect, it resumes"),
-            "http": _http_chart(load, run.timeline.frame()),
+            "http": plots.http_chart(load, run.timeline.frame()),
         }
         return _finish(run, result)
-
-
-def _http_chart(load: pd.DataFrame, timeline: pd.DataFrame):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(9, 4))
-    ax = fig.subplots()
-    ok = load[load["accepted"]]
-    ax.scatter(ok["t_sent"], ok["http_ms"], s=6, label="accepted (201)")
-    retried = ok[ok["attempts"] > 1]
-    ax.scatter(retried["t_sent"], retried["http_ms"], s=10, color="tab:orange",
-               label="accepted after 503 retries")
-    ax.set_yscale("log")
-    ax.set_xlabel("time the order was first sent (s)")
-    ax.set_ylabel("time until accepted (ms, log)")
-    ax.set_title("During the outage the API refuses (503) instead of losing orders")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    plots.mark_faults(ax, timeline)
-    fig.tight_layout()
-    return fig
 
 
 # ---- all ----------------------------------------------------------------------------------
