@@ -32,12 +32,18 @@ def no_broker(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_rabbitmq() -> None:
+    """Skip without a rabbitmq-server release script, or fail when CI=true."""
+    if find_server_script() is None:
+        no_broker("no rabbitmq-server release script (apt-get install rabbitmq-server)")
+
+
 @pytest.fixture(scope="session")
 def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """One started broker for the whole session (closed, with its node, at the end)."""
     kind = request.config.getoption("--broker")
-    if kind == "local" and find_server_script() is None:
-        no_broker("no rabbitmq-server release script (apt-get install rabbitmq-server)")
+    if kind == "local":
+        require_rabbitmq()
     try:
         b = open_broker(kind)
     except BrokerUnavailable as exc:

@@ -7,7 +7,6 @@ under CI=true, where a missing broker is a broken setup rather than a laptop wit
 from __future__ import annotations
 
 import logging
-import os
 import re
 import select
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 import pika
 import pytest
 import requests
+from conftest import require_rabbitmq
 
 from harness.broker import (
     BrokerSettings,
@@ -29,30 +29,10 @@ from harness.broker import (
     find_server_script,
     open_broker,
 )
+from harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_DOCKER = "unix:///nonexistent/rabbit-lab/docker.sock"
-
-
-def require_rabbitmq() -> str:
-    """The rabbitmq-server release script; skip without one, or fail when CI=true."""
-    script = find_server_script()
-    if script is None:
-        msg = "no rabbitmq-server release script (apt-get install rabbitmq-server)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{msg}, but CI=true needs a real broker")
-        pytest.skip(msg)
-    return script
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Poll predicate until it returns something truthy; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-    return result
 
 
 def live_processes_of(node: str) -> list[int]:
@@ -155,7 +135,7 @@ def test_management_api_answers_with_fresh_queue_stats(node):
         doc = requests.get(url, auth=node.management_auth, timeout=5).json()
         return doc.get("messages") == 3
 
-    wait_until(depth, timeout=4, what="management API to report 3 messages")
+    wait_until(depth, 4, "management API to report 3 messages", interval=0.1)
 
 
 @pytest.mark.broker

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from harness.broker import find_server_script
+from conftest import require_rabbitmq
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +55,7 @@ def test_without_a_broker_the_error_says_how_to_get_one(tmp_path):
 @pytest.mark.broker
 @pytest.mark.slow
 def test_run_baseline_starts_its_own_broker_and_leaves_nothing_behind(tmp_path):
-    if find_server_script() is None and os.environ.get("CI") != "true":
-        pytest.skip("no rabbitmq-server")
+    require_rabbitmq()
     before = harness_processes()
     proc = run_cli("run", "baseline", "--orders", "30", "--broker", "local",
                    "--out", str(tmp_path))
@@ -87,8 +85,7 @@ def test_run_baseline_on_a_given_broker_url(broker, tmp_path):
 @pytest.mark.broker
 @pytest.mark.slow
 def test_run_all_writes_one_report_with_every_verdict(tmp_path):
-    if find_server_script() is None and os.environ.get("CI") != "true":
-        pytest.skip("no rabbitmq-server")
+    require_rabbitmq()
     proc = run_cli("run", "all", "--orders", "30", "--broker", "local",
                    "--out", str(tmp_path), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -14,12 +14,12 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import pika
 import pytest
 import requests
 from conftest import no_broker
 
 from harness import admin, scenarios
+from harness.amqp import depth
 from harness.broker import docker_available, open_broker
 from harness.lab import Lab
 from harness.ports import free_ports
@@ -123,14 +123,6 @@ def healthy(url: str) -> bool:
         return requests.get(url + "/health", timeout=3).status_code == 200
     except requests.RequestException:
         return False
-
-
-def depth(amqp_url: str, queue: str) -> int:
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        return conn.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        conn.close()
 
 
 def test_compose_brings_up_a_healthy_broker_with_the_topology(engine, compose):

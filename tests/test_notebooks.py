@@ -13,8 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from harness.broker import find_server_script
+from conftest import require_rabbitmq
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -99,15 +98,6 @@ def test_readme_lists_every_notebook():
 
 
 # ---- slow: run each notebook on a real broker ----------------------------------------------
-
-
-def require_rabbitmq() -> None:
-    """Skip without a rabbitmq-server release script, or fail when CI=true."""
-    if find_server_script() is None:
-        msg = "no rabbitmq-server release script (apt-get install rabbitmq-server)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{msg}, but CI=true needs a real broker")
-        pytest.skip(msg)
 
 
 @pytest.mark.slow
