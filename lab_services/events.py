@@ -72,7 +72,12 @@ class Event:
 
     def to_json(self) -> bytes:
         """The event as UTF-8 wire JSON."""
-        return json.dumps(self.payload, separators=(",", ":")).encode()
+        return encode(self.payload)
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """An event payload as compact UTF-8 wire JSON."""
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def new_event_id() -> str:

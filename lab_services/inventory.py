@@ -36,9 +36,7 @@ def outcome_message(event: dict) -> Outgoing:
     props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
                                  message_id=event["event_id"], correlation_id=event["order_id"],
                                  type=event["event_type"], app_id="inventory-service")
-    return Outgoing(topology.INVENTORY_EVENTS, key, events.Event(
-        event["event_type"], event["event_id"], event["order_id"], event["timestamp"], (), event
-    ).to_json(), props)
+    return Outgoing(topology.INVENTORY_EVENTS, key, events.encode(event), props)
 
 
 class InventoryService:
