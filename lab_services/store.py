@@ -203,7 +203,7 @@ class OrderStore(SqliteStore):
 
     schema = """
     CREATE TABLE IF NOT EXISTS orders (
-        order_id TEXT PRIMARY KEY, body TEXT NOT NULL, created_seq INTEGER NOT NULL);
+        order_id TEXT PRIMARY KEY, body TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS statuses (
         order_id TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT, updated_at TEXT);
     """
@@ -211,9 +211,8 @@ class OrderStore(SqliteStore):
     def add(self, order: dict[str, Any]) -> None:
         """Record an accepted order."""
         with self.transaction() as db:
-            seq = db.execute("SELECT COALESCE(MAX(created_seq), 0) + 1 FROM orders").fetchone()[0]
-            db.execute("INSERT INTO orders(order_id, body, created_seq) VALUES (?, ?, ?)",
-                       (order["order_id"], json.dumps(order), seq))
+            db.execute("INSERT INTO orders(order_id, body) VALUES (?, ?)",
+                       (order["order_id"], json.dumps(order)))
 
     def set_status(self, order_id: str, status: str, reason: str | None, at: str) -> None:
         """Record the inventory's verdict for an order (it may arrive before the order row)."""
@@ -241,7 +240,7 @@ class OrderStore(SqliteStore):
         """Every order with its status, oldest first."""
         rows = self.db().execute(
             "SELECT o.body, s.status, s.reason, s.updated_at FROM orders o"
-            " LEFT JOIN statuses s USING(order_id) ORDER BY o.created_seq"
+            " LEFT JOIN statuses s USING(order_id) ORDER BY o.rowid"  # rowid: insertion order
         ).fetchall()
         return [_order_view(r) for r in rows]
 
