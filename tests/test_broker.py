@@ -21,6 +21,7 @@ import pytest
 import requests
 from conftest import require_rabbitmq
 
+from harness.amqp import depth
 from harness.broker import (
     BrokerSettings,
     BrokerUnavailable,
@@ -63,6 +64,14 @@ def publish_confirmed(url: str, queue: str, body: bytes) -> None:
         ch.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2), mandatory=True)
     finally:
         conn.close()
+
+
+def ready_count(url: str, queue: str) -> int | None:
+    """Messages ready in a queue, or None while the queue does not exist (passive declare)."""
+    try:
+        return depth(url, queue)
+    except pika.exceptions.ChannelClosedByBroker:
+        return None
 
 
 def get_one(url: str, queue: str) -> bytes | None:
@@ -149,6 +158,9 @@ def test_kill_and_restart_keep_a_confirmed_persistent_message(node):
         pika.BlockingConnection(pika.URLParameters(url))
     node.restart()
     assert node.amqp_url == url  # same ports: clients reconnect to the same URL
+    # A passive declare only looks: it never creates the queue, so a queue still being
+    # recovered is waited for (bounded), not replaced by an empty one.
+    wait_until(lambda: ready_count(url, queue) == 1, 30, f"{queue} recovered with its message")
     assert get_one(url, queue) == b"survivor"
 
 
