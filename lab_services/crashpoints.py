@@ -26,7 +26,14 @@ def _parse(spec: str) -> tuple[str | None, set[str]]:
     return point, {o.strip() for o in orders.split(",") if o.strip()} or {"*"}
 
 
-_POINT, _ORDERS = _parse(os.environ.get("LAB_CRASH_AT", ""))
+_POINT: str | None = None
+_ORDERS: set[str] = set()
+
+
+def configure(spec: str) -> None:
+    """Arm the crash point named by a LAB_CRASH_AT value (empty: none)."""
+    global _POINT, _ORDERS
+    _POINT, _ORDERS = _parse(spec)
 
 
 def crash_if(point: str, order_id: str) -> None:

@@ -26,6 +26,13 @@ EVENT_TYPES = (ORDER_PLACED, INVENTORY_RESERVED, INVENTORY_FAILED)
 # A real order is a few hundred bytes; anything this large is a mistake or an attack.
 MAX_EVENT_BYTES = 64 * 1024
 MAX_ITEMS = 100
+# Ids end up in AMQP properties (short strings, at most 255 bytes) and in reasons: bound
+# them well below that. The original lab's ids are 21 (orders) and 36 (events) characters.
+MAX_ID_LENGTH = 64
+MAX_QUANTITY = 1000
+MAX_PRICE = 100_000.0
+MAX_TOTAL = MAX_ITEMS * MAX_QUANTITY * MAX_PRICE
+MAX_REASON_LENGTH = 500
 
 
 class InvalidEvent(ValueError):
@@ -76,8 +83,46 @@ class Event:
 
 
 def encode(payload: dict[str, Any]) -> bytes:
-    """An event payload as compact UTF-8 wire JSON."""
-    return json.dumps(payload, separators=(",", ":")).encode()
+    """An event payload as compact UTF-8 wire JSON (standard JSON only: no NaN, no Infinity)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidEvent(f"body: not standard JSON ({name})")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf: standard text, no standard value
+        raise InvalidEvent("body: a number out of range")
+    return value
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """Parse standard JSON only; any problem (NaN, depth, huge numbers) is an InvalidEvent."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except InvalidEvent:
+        raise
+    except RecursionError:
+        raise InvalidEvent("body: JSON nested too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidEvent("body: not valid JSON") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise InvalidEvent(f"body: not usable JSON ({str(exc)[:80]})") from None
+
+
+def check_id(value: Any, field: str) -> str:
+    """A non-empty printable id of at most MAX_ID_LENGTH characters, or InvalidEvent."""
+    if value is None:
+        raise InvalidEvent(f"{field}: missing")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEvent(f"{field}: must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidEvent(f"{field}: at most {MAX_ID_LENGTH} characters (got {len(value)})")
+    if not value.isprintable():
+        raise InvalidEvent(f"{field}: must not contain control characters")
+    return value
 
 
 def new_event_id() -> str:
@@ -107,30 +152,34 @@ def validate_items(raw: Any, field: str = "items") -> tuple[Item, ...]:
         where = f"{field}[{i}]"
         if not isinstance(line, dict):
             raise InvalidEvent(f"{where}: must be an object")
-        item_id = line.get("item_id")
-        if not isinstance(item_id, str) or not item_id.strip():
-            raise InvalidEvent(f"{where}.item_id: must be a non-empty string")
+        item_id = check_id(line.get("item_id"), f"{where}.item_id")
         qty = line.get("quantity")
         if isinstance(qty, bool) or not isinstance(qty, int):
             raise InvalidEvent(f"{where}.quantity: must be an integer")
         if qty <= 0:
             raise InvalidEvent(f"{where}.quantity: must be greater than 0")
+        if qty > MAX_QUANTITY:
+            raise InvalidEvent(f"{where}.quantity: at most {MAX_QUANTITY}")
         price = line.get("price", 0.0)
         if isinstance(price, bool) or not isinstance(price, int | float) \
-                or not math.isfinite(price):
+                or (isinstance(price, float) and not math.isfinite(price)):
             raise InvalidEvent(f"{where}.price: must be a number")
         if price < 0:
             raise InvalidEvent(f"{where}.price: must be >= 0")
+        if price > MAX_PRICE:
+            raise InvalidEvent(f"{where}.price: at most {MAX_PRICE:g}")
         items.append(Item(item_id, qty, float(price)))
     return tuple(items)
 
 
-def _require_str(payload: dict[str, Any], field: str) -> str:
+def _require_str(payload: dict[str, Any], field: str, limit: int = MAX_ID_LENGTH) -> str:
     value = payload.get(field)
     if value is None:
         raise InvalidEvent(f"{field}: missing")
     if not isinstance(value, str) or not value:
         raise InvalidEvent(f"{field}: must be a non-empty string")
+    if len(value) > limit:
+        raise InvalidEvent(f"{field}: at most {limit} characters (got {len(value)})")
     return value
 
 
@@ -138,19 +187,17 @@ def parse_event(body: bytes, *, expect: tuple[str, ...] = EVENT_TYPES) -> Event:
     """Decode and validate one message body; raise InvalidEvent with the reason."""
     if len(body) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"body: oversize ({len(body)} bytes > {MAX_EVENT_BYTES})")
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent(f"body: not valid JSON ({exc.__class__.__name__})") from None
+    payload = loads_strict(body)
     if not isinstance(payload, dict):
         raise InvalidEvent("body: must be a JSON object")
     event_type = payload.get("event_type")
     if event_type not in EVENT_TYPES:
-        raise InvalidEvent(f"event_type: unknown ({event_type!r})")
+        shown = event_type[:40] if isinstance(event_type, str) else type(event_type).__name__
+        raise InvalidEvent(f"event_type: unknown ({shown!r})")
     if event_type not in expect:
         raise InvalidEvent(f"event_type: {event_type} not expected here")
-    event_id = _require_str(payload, "event_id")
-    order_id = _require_str(payload, "order_id")
+    event_id = check_id(payload.get("event_id"), "event_id")
+    order_id = check_id(payload.get("order_id"), "order_id")
     timestamp = _require_str(payload, "timestamp")
     try:
         parse_timestamp(timestamp)
@@ -158,12 +205,19 @@ def parse_event(body: bytes, *, expect: tuple[str, ...] = EVENT_TYPES) -> Event:
         raise InvalidEvent("timestamp: not ISO 8601") from None
     items = validate_items(payload.get("items"))
     if event_type == ORDER_PLACED:
-        _require_str(payload, "user_id")
+        check_id(payload.get("user_id"), "user_id")
         total = payload.get("total_amount")
-        if isinstance(total, bool) or not isinstance(total, int | float):
-            raise InvalidEvent("total_amount: must be a number")
-    elif event_type == INVENTORY_FAILED:
-        _require_str(payload, "reason")
+        if isinstance(total, bool) or not isinstance(total, int | float) \
+                or not -MAX_TOTAL <= total <= MAX_TOTAL:
+            raise InvalidEvent("total_amount: must be a finite number")
+    else:
+        if event_type == INVENTORY_FAILED:
+            _require_str(payload, "reason", MAX_REASON_LENGTH)
+        elif payload.get("reason") is not None:
+            raise InvalidEvent("reason: must be null for InventoryReserved")
+        stamp = payload.get("order_timestamp")
+        if stamp is not None and (not isinstance(stamp, str) or len(stamp) > MAX_ID_LENGTH):
+            raise InvalidEvent("order_timestamp: must be an ISO 8601 string")
     return Event(event_type, event_id, order_id, timestamp, items, payload)
 
 
@@ -181,7 +235,13 @@ def order_placed(
         "items": [i.to_dict() for i in items],
         "total_amount": total,
     }
-    return parse_event(json.dumps(payload).encode(), expect=(ORDER_PLACED,))
+    return parse_event(encode(payload), expect=(ORDER_PLACED,))
+
+
+def _bounded_reason(reason: str | None) -> str | None:
+    if reason is None or len(reason) <= MAX_REASON_LENGTH:
+        return reason
+    return reason[: MAX_REASON_LENGTH - 20] + f"... [{len(reason)} chars]"
 
 
 def inventory_outcome(
@@ -194,7 +254,7 @@ def inventory_outcome(
         "timestamp": now_iso(),
         "order_id": order.order_id,
         "items": [i.to_dict() for i in order.items],
-        "reason": reason if not reserved else None,
+        "reason": _bounded_reason(reason) if not reserved else None,
         # The order's own time lets consumers measure latency per hop.
         "order_timestamp": order.timestamp,
         **(extra or {}),

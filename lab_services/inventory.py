@@ -19,11 +19,12 @@ from contextlib import contextmanager
 import pika
 from flask import jsonify
 
-from lab_services import events, topology
-from lab_services.bus import PERSISTENT, Bus, BusConfig, Delivery, Outgoing
-from lab_services.config import InventoryConfig
+from lab_services import crashpoints, events, topology
+from lab_services.bus import PERSISTENT, Bus, Delivery, Outgoing
 from lab_services.crashpoints import crash_if
-from lab_services.store import InventoryStore, Outcome, catalogue_from_env
+from lab_services.retry import RetryPolicy
+from lab_services.settings import Settings, load
+from lab_services.store import DeliveryCounts, InventoryStore, Outcome, catalogue
 from lab_services.web import create_app, run_service
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,29 @@ def outcome_message(event: dict) -> Outgoing:
 class InventoryService:
     """Consumes order_placed, reserves stock, publishes the outcome."""
 
-    def __init__(self, config: InventoryConfig | None = None, bus_config: BusConfig | None = None):
-        self.config = config or InventoryConfig()
-        self.store = InventoryStore(self.config.store_path)
-        self.store.seed(catalogue_from_env())
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load("inventory")
+        self.config = self.settings.inventory
+        crashpoints.configure(self.config.crash_at)
+        sync = self.settings.service.sqlite_synchronous
+        if self.settings.service.store_url:
+            from lab_services.pgstore import PgInventoryStore
+            self.store: InventoryStore = PgInventoryStore(self.settings.service.store_url)
+        else:
+            self.store = InventoryStore(self.settings.service.store_path, synchronous=sync)
+        self.store.seed(catalogue(self.config.initial_stock))
         self.seen_in_memory: set[str] = set()
         self.duplicates_skipped = 0
-        self.bus = Bus(bus_config, name="inventory")
-        retries = tuple(
-            topology.retry_queue(i) for i in range(1, len(topology.RETRY_DELAYS_MS) + 1))
+        self.bus = Bus(self.settings.bus, name="inventory",
+                       counter=DeliveryCounts(self.settings.service.store_path,
+                                              synchronous=sync))
         self._in_this_batch: list[str] = []
         self.bus.consume(topology.ORDER_PLACED, self.handle, before_ack=self._before_ack,
-                         retry_queues=retries, unit_of_work=self.unit_of_work)
+                         retry=RetryPolicy(queue=topology.ORDER_PLACED),
+                         unit_of_work=self.unit_of_work, prepare=self.prepare)
+
+    def start(self) -> None:
+        """Nothing to start besides the bus."""
 
     @contextmanager
     def unit_of_work(self) -> Iterator[None]:
@@ -64,10 +76,20 @@ class InventoryService:
         for order_id in self._in_this_batch:
             crash_if("after_commit", order_id)
 
+    def prepare(self, delivery: Delivery) -> None:
+        """Parse the order and do the kitchen's work, before the store's lock is taken."""
+        order = events.parse_event(delivery.body, expect=(events.ORDER_PLACED,))
+        delivery.context["order"] = order
+        delivery.context["order_id"] = order.order_id
+        if self.config.work_ms:
+            time.sleep(self.config.work_ms / 1000)
+
     def handle(self, delivery: Delivery) -> list[Outgoing]:
         """Process one OrderPlaced delivery; return the outcome to publish before the ack."""
-        order = events.parse_event(delivery.body, expect=(events.ORDER_PLACED,))
-        delivery.context["order_id"] = order.order_id
+        order = delivery.context.get("order")
+        if order is None:  # called without prepare (tests, other callers)
+            order = events.parse_event(delivery.body, expect=(events.ORDER_PLACED,))
+            delivery.context["order_id"] = order.order_id
         if self.config.fail_user and order.user_id == self.config.fail_user:
             raise RuntimeError(f"simulated persistent failure for user {order.user_id}")
         mode = self.config.idempotency
@@ -82,8 +104,6 @@ class InventoryService:
                 self.duplicates_skipped += 1
                 return []
             if stored is None:
-                if self.config.work_ms:
-                    time.sleep(self.config.work_ms / 1000)
                 lines = [(i.item_id, i.quantity) for i in order.items]
                 why_not = self.store.try_reserve(db, order.order_id, order.event_id, lines)
                 outcome_event = events.inventory_outcome(order, why_not is None, why_not)
@@ -114,12 +134,14 @@ class InventoryService:
         """Inventory-specific health fields."""
         return {"processed_orders": self.store.processed_count(),
                 "idempotency": self.config.idempotency,
-                "duplicates_skipped": self.duplicates_skipped}
+                "duplicates_skipped": self.duplicates_skipped,
+                "bus": self.bus.stats()}
 
 
 def create_inventory_app(service: InventoryService):
     """The inventory's HTTP API."""
-    app = create_app("inventory-service", service.bus, service.health)
+    app = create_app("inventory-service", service.bus, service.health,
+                     max_body_bytes=service.settings.service.max_body_bytes)
 
     @app.get("/inventory")
     def inventory():
@@ -135,7 +157,7 @@ def create_inventory_app(service: InventoryService):
 
 def main() -> None:
     """Run the inventory service (python -m lab_services.inventory)."""
-    run_service(InventoryService, create_inventory_app)
+    run_service("inventory", InventoryService, create_inventory_app)
 
 
 if __name__ == "__main__":

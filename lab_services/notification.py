@@ -7,9 +7,10 @@ import logging
 from flask import jsonify
 
 from lab_services import events, topology
-from lab_services.bus import Bus, BusConfig, Delivery, Outgoing
-from lab_services.config import ServiceConfig
-from lab_services.store import NotificationStore
+from lab_services.bus import Bus, Delivery, Outgoing
+from lab_services.retry import RetryPolicy
+from lab_services.settings import Settings, load
+from lab_services.store import DeliveryCounts, NotificationStore
 from lab_services.web import create_app, run_service
 
 log = logging.getLogger(__name__)
@@ -18,12 +19,19 @@ log = logging.getLogger(__name__)
 class NotificationService:
     """Consumes inventory_reserved and inventory_failed; records one notification per order."""
 
-    def __init__(self, config: ServiceConfig | None = None, bus_config: BusConfig | None = None):
-        self.config = config or ServiceConfig("notification", 5003)
-        self.store = NotificationStore(self.config.store_path)
-        self.bus = Bus(bus_config, name="notification")
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load("notification")
+        self.config = self.settings.service
+        sync = self.config.sqlite_synchronous
+        self.store = NotificationStore(self.config.store_path, synchronous=sync)
+        self.bus = Bus(self.settings.bus, name="notification",
+                       counter=DeliveryCounts(self.config.store_path, synchronous=sync))
         for queue in (topology.INVENTORY_RESERVED, topology.INVENTORY_FAILED):
-            self.bus.consume(queue, self.handle, unit_of_work=self.store.transaction)
+            self.bus.consume(queue, self.handle, retry=RetryPolicy(queue=queue),
+                             unit_of_work=self.store.transaction)
+
+    def start(self) -> None:
+        """Nothing to start besides the bus."""
 
     def handle(self, delivery: Delivery) -> list[Outgoing]:
         """Record the notification for one inventory outcome (duplicates are ignored)."""
@@ -56,7 +64,8 @@ class NotificationService:
 
 def create_notification_app(service: NotificationService):
     """The notification service's HTTP API."""
-    app = create_app("notification-service", service.bus, service.health)
+    app = create_app("notification-service", service.bus, service.health,
+                     max_body_bytes=service.config.max_body_bytes)
 
     @app.get("/notifications")
     def notifications():
@@ -67,7 +76,7 @@ def create_notification_app(service: NotificationService):
 
 def main() -> None:
     """Run the notification service (python -m lab_services.notification)."""
-    run_service(NotificationService, create_notification_app)
+    run_service("notification", NotificationService, create_notification_app)
 
 
 if __name__ == "__main__":

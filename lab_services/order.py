@@ -1,28 +1,47 @@
 """Order service: accepts orders over HTTP and announces them as OrderPlaced events.
 
-An order is answered 201 only once the broker has confirmed its OrderPlaced event, and 503
-when the broker cannot take it: no order is accepted and then lost. The order's status
-follows the inventory's outcome, learned from the service's own queue `order_status`.
+Two designs, chosen with ORDER_PUBLISH, so the lab can show the difference:
+
+- `outbox` (default): the order and its event commit in one SQLite transaction; a relay
+  publishes unsent events with confirms and marks them sent. `POST /order` answers 201 once
+  the event is confirmed, or 202 if the broker cannot confirm in time: the order is safe on
+  disk and will be published. Nothing accepted is lost, and nothing unaccepted is made.
+- `direct`: publish, wait for the confirm, then store. The cautionary example: a confirm
+  that comes late, or a crash between confirm and store, gives a 503 (or a 404 on GET) for
+  an order the kitchen nevertheless makes.
+
+Both honour an `Idempotency-Key` header: the same key and body give the same order and
+never a second event; the same key with another body gets 422.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import secrets
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
+from typing import Any
 
 import pika
 from flask import jsonify, request
 
 from lab_services import events, topology
-from lab_services.bus import PERSISTENT, BrokerUnavailable, Bus, BusConfig, Delivery, Outgoing
-from lab_services.config import ServiceConfig
-from lab_services.store import OrderStore
-from lab_services.web import create_app, error, run_service
+from lab_services.bus import PERSISTENT, BrokerUnavailable, Bus, Delivery, Outgoing
+from lab_services.headers import SHORT_STR_MAX
+from lab_services.retry import RetryPolicy
+from lab_services.settings import Settings, load
+from lab_services.store import DeliveryCounts, IdempotencyConflict, OrderStore
+from lab_services.web import create_app, error, read_json, run_service
 
 log = logging.getLogger(__name__)
 
-CONFIRM_TIMEOUT_S = 5.0
+MAX_IDEMPOTENCY_KEY = 128
 
 
 def new_order_id() -> str:
@@ -30,45 +49,263 @@ def new_order_id() -> str:
     return f"ORD-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
 
 
-def order_placed_message(event: events.Event) -> Outgoing:
+def order_placed_message(event_json: str | bytes, order_id: str, event_id: str) -> Outgoing:
     """The AMQP message that carries an OrderPlaced event."""
+    body = event_json.encode() if isinstance(event_json, str) else event_json
     props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
-                                 message_id=event.event_id, correlation_id=event.order_id,
-                                 type=event.event_type, app_id="order-service")
-    return Outgoing(topology.ORDER_EVENTS, topology.KEY_ORDER_PLACED, event.to_json(), props)
+                                 message_id=event_id, correlation_id=order_id,
+                                 type=events.ORDER_PLACED, app_id="order-service")
+    return Outgoing(topology.ORDER_EVENTS, topology.KEY_ORDER_PLACED, body, props)
 
 
 def parse_order_request(body: object) -> tuple[str, tuple[events.Item, ...]]:
     """Validate a POST /order body; raise InvalidEvent naming the bad field."""
     if not isinstance(body, dict):
         raise events.InvalidEvent("body: must be a JSON object")
-    user_id = body.get("user_id")
-    if user_id is None:
-        raise events.InvalidEvent("user_id: missing")
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise events.InvalidEvent("user_id: must be a non-empty string")
+    user_id = events.check_id(body.get("user_id"), "user_id")
     if "items" not in body:
         raise events.InvalidEvent("items: missing")
     return user_id, events.validate_items(body["items"])
 
 
+def check_idempotency_key(raw: str | None) -> str | None:
+    """The Idempotency-Key header if valid (1-128 printable ASCII), None if absent."""
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY or not raw.isascii() or not raw.isprintable():
+        raise events.InvalidEvent(
+            f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+    return raw
+
+
+def request_hash(user_id: str, items: tuple[events.Item, ...]) -> str:
+    """A digest of what an order asks for, to tell a retry from a different request."""
+    canonical = json.dumps([user_id, [i.to_dict() for i in items]], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class KeyInProgress(RuntimeError):
+    """Another request with the same Idempotency-Key is still being answered."""
+
+
+class Placed:
+    """What POST /order answers: the order, whether its event is confirmed, a replay or not."""
+
+    def __init__(self, order: dict[str, Any], confirmed: bool, replayed: bool = False) -> None:
+        self.order = order
+        self.confirmed = confirmed
+        self.replayed = replayed
+
+
+class OutboxRelay:
+    """Publishes the outbox's unsent events with confirms, and marks them sent."""
+
+    def __init__(self, store: OrderStore, bus: Bus, *, interval: float, timeout: float) -> None:
+        self.store = store
+        self.bus = bus
+        self.interval = interval
+        self.timeout = timeout
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+        # Confirmed by the broker, not yet marked sent: marked in batches by the relay's
+        # thread (one transaction for many orders instead of one each on the HTTP path).
+        # Their claims stay held until then, so the relay never publishes them again.
+        self._confirmed: list[tuple[int, str]] = []
+        self._confirmed_ids: set[str] = set()
+        self.published = 0
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+
+    def start(self) -> None:
+        """Start relaying in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop relaying (unsent events stay in the outbox for the next start)."""
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Make the relay look at the outbox now instead of at its next interval."""
+        self._wake.set()
+
+    def claim(self, order_id: str) -> bool:
+        """Take an order's event for publishing; False if someone else is publishing it."""
+        with self._lock:
+            if order_id in self._in_flight:
+                return False
+            self._in_flight.add(order_id)
+            return True
+
+    def release(self, order_id: str) -> None:
+        """Give an order's event back (after marking it sent, or failing to)."""
+        with self._lock:
+            self._in_flight.discard(order_id)
+
+    def publish_now(self, seq: int, order_id: str, event: str) -> bool:
+        """Publish one claimed outbox event and wait for its confirm; True if confirmed.
+
+        The caller claimed `order_id` before the row became visible, so the relay never
+        publishes it at the same time; the claim is released here.
+        """
+        try:
+            event_id = json.loads(event)["event_id"]
+            self.bus.publish_confirmed(order_placed_message(event, order_id, event_id),
+                                       timeout=self.timeout)
+        except BrokerUnavailable as exc:
+            log.info("outbox: %s not confirmed yet (%s); the relay will retry", order_id, exc)
+            self.release(order_id)
+            self.wake()
+            return False
+        except BaseException:
+            self.release(order_id)
+            raise
+        with self._lock:
+            self._confirmed.append((seq, order_id))
+            self._confirmed_ids.add(order_id)
+        self.wake()
+        return True
+
+    def is_sent(self, order_id: str) -> bool:
+        """True once the broker confirmed the order's event (marked in the store or not)."""
+        with self._lock:
+            if order_id in self._confirmed_ids:
+                return True
+        return self.store.is_sent(order_id)
+
+    def flush_marks(self) -> None:
+        """Mark the events confirmed on the HTTP path as sent, in one transaction."""
+        with self._lock:
+            batch, self._confirmed = self._confirmed, []
+        if not batch:
+            return
+        try:
+            self.store.mark_sent([seq for seq, _ in batch])
+        except BaseException:
+            with self._lock:  # try again on the next pass; the claims stay held
+                self._confirmed[:0] = batch
+            raise
+        self.published += len(batch)
+        for _, order_id in batch:
+            with self._lock:
+                self._confirmed_ids.discard(order_id)
+            self.release(order_id)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush_marks()
+            except Exception:
+                log.exception("outbox: marking sent events failed; trying again")
+            if self._stop.is_set():
+                break
+            if not self.bus.connected or self.bus.blocked.is_set():
+                continue
+            try:
+                self._relay_once()
+            except Exception:
+                log.exception("outbox: relay pass failed; trying again")
+
+    def _relay_once(self) -> None:
+        sent: list[int] = []
+        waiting: list[tuple[int, Future]] = []
+        claimed: list[str] = []
+        for seq, order_id, event in self.store.unsent():
+            if not self.claim(order_id):
+                continue
+            claimed.append(order_id)
+            if self.store.is_sent(order_id):  # sent since the list was read
+                continue
+            event_id = json.loads(event)["event_id"]
+            waiting.append((seq, self.bus.publish(order_placed_message(event, order_id,
+                                                                       event_id))))
+        deadline = time.monotonic() + self.timeout  # one wait for the whole batch
+        try:
+            for seq, fut in waiting:
+                try:
+                    fut.result(max(deadline - time.monotonic(), 0))
+                    sent.append(seq)
+                except (BrokerUnavailable, FutureTimeout):
+                    pass
+        finally:
+            self.store.mark_sent(sent)
+            self.published += len(sent)
+            for order_id in claimed:
+                self.release(order_id)
+
+
 class OrderService:
-    """Accepts orders, publishes them confirmed, and tracks their inventory outcome."""
+    """Accepts orders, stores and publishes them, and tracks their inventory outcome."""
 
-    def __init__(self, config: ServiceConfig | None = None, bus_config: BusConfig | None = None):
-        self.config = config or ServiceConfig("order", 5001)
-        self.store = OrderStore(self.config.store_path)
-        self.bus = Bus(bus_config, name="order")
-        self.bus.consume(topology.ORDER_STATUS, self.on_status, unit_of_work=self.store.transaction)
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load("order")
+        self.config = self.settings.service
+        sync = self.config.sqlite_synchronous
+        self.store = OrderStore(self.config.store_path, synchronous=sync)
+        self.bus = Bus(self.settings.bus, name="order",
+                       counter=DeliveryCounts(self.config.store_path, synchronous=sync))
+        self.bus.consume(topology.ORDER_STATUS, self.on_status,
+                         retry=RetryPolicy(queue=topology.ORDER_STATUS),
+                         unit_of_work=self.store.transaction)
+        self.mode = self.settings.order.publish
+        self.relay = OutboxRelay(self.store, self.bus, interval=self.settings.order.relay_interval,
+                                 timeout=self.settings.order.confirm_timeout)
         self.refused = 0
+        self.accepted_unconfirmed = 0
+        # Keys being answered right now: a concurrent retry must not publish a second time.
+        self._keys_in_progress: set[str] = set()
+        self._keys_lock = threading.Lock()
 
-    def place(self, user_id: str, items: tuple[events.Item, ...]) -> dict:
-        """Publish an order and wait for the broker's confirm; return the accepted order."""
+    def start(self) -> None:
+        """Start the outbox relay (the bus is started by run_service)."""
+        if self.mode == "outbox":
+            self.relay.start()
+
+    def place(self, user_id: str, items: tuple[events.Item, ...],
+              key: str | None = None) -> Placed:
+        """Accept an order in the configured design; raise BrokerUnavailable to refuse it."""
+        digest = request_hash(user_id, items)
+        if key is None:
+            return self._place_new(user_id, items, None, digest)
+        with self._keys_lock:
+            if key in self._keys_in_progress:
+                raise KeyInProgress(key)
+            self._keys_in_progress.add(key)
+        try:
+            known = self.store.recall_key(key, digest)
+            if known is not None:
+                return self._replay(*known)
+            return self._place_new(user_id, items, key, digest)
+        finally:
+            with self._keys_lock:
+                self._keys_in_progress.discard(key)
+
+    def _place_new(self, user_id: str, items: tuple[events.Item, ...], key: str | None,
+                   digest: str) -> Placed:
         order_id = new_order_id()
         event = events.order_placed(order_id, user_id, items)
-        self.bus.publish_confirmed(order_placed_message(event), timeout=CONFIRM_TIMEOUT_S)
-        order = {
-            "order_id": order_id,
+        event_json = event.to_json().decode()
+        order = self._order_view(event, user_id, items)
+        try:
+            if self.mode == "outbox":
+                return self._place_outbox(order, event_json, key, digest)
+            if key is not None:
+                self.store.remember_key(key, digest, order_id, event_json)
+        except sqlite3.IntegrityError:
+            # The same key arrived twice at once: the other request won; answer as it did.
+            known = self.store.recall_key(key or "", digest)
+            if known is None:
+                raise
+            return self._replay(*known)
+        return self._place_direct(order, event_json)
+
+    def _order_view(self, event: events.Event, user_id: str,
+                    items: tuple[events.Item, ...]) -> dict[str, Any]:
+        return {
+            "order_id": event.order_id,
             "user_id": user_id,
             "items": [i.to_dict() for i in items],
             "total_amount": event.payload["total_amount"],
@@ -76,8 +313,49 @@ class OrderService:
             "created_at": event.timestamp,
             "event_id": event.event_id,
         }
+
+    def _place_outbox(self, order: dict[str, Any], event_json: str, key: str | None,
+                      digest: str) -> Placed:
+        order_id = order["order_id"]
+        self.relay.claim(order_id)  # before the row is visible to the relay
+        try:
+            seq = self.store.accept(order, event_json,
+                                    (key, digest) if key is not None else None)
+        except BaseException:
+            self.relay.release(order_id)
+            raise
+        if self.bus.blocked.is_set() or not self.bus.connected:
+            self.relay.release(order_id)
+            self.relay.wake()
+            self.accepted_unconfirmed += 1
+            return Placed(order, confirmed=False)
+        confirmed = self.relay.publish_now(seq, order_id, event_json)
+        if not confirmed:
+            self.accepted_unconfirmed += 1
+        return Placed(order, confirmed=confirmed)
+
+    def _place_direct(self, order: dict[str, Any], event_json: str) -> Placed:
+        if self.bus.blocked.is_set():
+            raise BrokerUnavailable("the broker is blocking publishers (resource alarm)")
+        self.bus.publish_confirmed(order_placed_message(event_json, order["order_id"],
+                                                        order["event_id"]),
+                                   timeout=self.settings.order.confirm_timeout)
         self.store.add(order)
-        return order
+        return Placed(order, confirmed=True)
+
+    def _replay(self, order_id: str, event_json: str) -> Placed:
+        """Answer a retried request: the same order, and at most a copy of the same event."""
+        order = self.store.get(order_id)
+        if order is not None:
+            return Placed(order, confirmed=self.relay.is_sent(order_id), replayed=True)
+        # Only the direct design gets here: an earlier attempt was refused (503) before the
+        # order was stored. Publish the *same* event again (same order and event ids), so
+        # the inventory sees at most a duplicate it recognises.
+        event = events.parse_event(event_json.encode(), expect=(events.ORDER_PLACED,))
+        placed = self._place_direct(
+            self._order_view(event, event.user_id or "", event.items), event_json)
+        placed.replayed = True
+        return placed
 
     def on_status(self, delivery: Delivery) -> list[Outgoing]:
         """Follow the inventory's verdict on one of our orders."""
@@ -87,36 +365,51 @@ class OrderService:
         self.store.set_status(event.order_id, status, event.reason, event.timestamp)
         return []
 
+    def health(self) -> dict[str, Any]:
+        """Order-specific health fields."""
+        return {"orders": self.store.count(), "refused": self.refused,
+                "publish": self.mode, "outbox_unsent": self.store.outbox_backlog(),
+                "accepted_unconfirmed": self.accepted_unconfirmed,
+                "broker_blocked": self.bus.blocked.is_set()}
+
 
 def create_order_app(service: OrderService):
     """The order service's HTTP API."""
-    app = create_app("order-service", service.bus,
-                     lambda: {"orders": service.store.count(), "refused": service.refused})
+    app = create_app("order-service", service.bus, service.health,
+                     max_body_bytes=service.config.max_body_bytes)
 
     @app.post("/order")
     def place_order():
-        if not request.is_json:
-            return error(415, "body: Content-Type must be application/json", field="body")
-        body = request.get_json(silent=True)
-        if body is None:
-            return error(400, "body: not valid JSON", field="body")
+        body = read_json(request)
         try:
+            key = check_idempotency_key(request.headers.get("Idempotency-Key"))
             user_id, items = parse_order_request(body)
         except events.InvalidEvent as exc:
             return error(400, exc.reason, field=exc.reason.split(":")[0])
         try:
-            order = service.place(user_id, items)
+            placed = service.place(user_id, items, key)
+        except IdempotencyConflict:
+            return error(422, "Idempotency-Key: reused with a different body",
+                         field="Idempotency-Key")
+        except KeyInProgress:
+            return error(409, "Idempotency-Key: a request with this key is still in progress",
+                         field="Idempotency-Key", retry=True)
         except BrokerUnavailable as exc:
             service.refused += 1
             return error(503, f"order not accepted: the message broker is unavailable ({exc})",
                          retry=True)
-        return jsonify(order), 201
+        response = jsonify(placed.order)
+        response.status_code = 201 if placed.confirmed else 202
+        if placed.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
 
     @app.get("/order/<order_id>")
     def get_order(order_id: str):
-        order = service.store.get(order_id)
+        order = service.store.get(order_id) if len(order_id) <= SHORT_STR_MAX else None
         if order is None:
-            return error(404, f"order {order_id} not found", order_id=order_id)
+            shown = order_id[:80]
+            return error(404, f"order {shown} not found", order_id=shown)
         return jsonify(order)
 
     @app.get("/orders")
@@ -128,7 +421,7 @@ def create_order_app(service: OrderService):
 
 def main() -> None:
     """Run the order service (python -m lab_services.order)."""
-    run_service(OrderService, create_order_app)
+    run_service("order", OrderService, create_order_app)
 
 
 if __name__ == "__main__":

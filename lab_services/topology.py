@@ -34,6 +34,10 @@ QUEUE_TYPES = ("classic", "quorum")
 # its own queue (one TTL per queue, so no message waits behind a longer one), then the
 # broker dead-letters it back to the work queue. After the last tier it goes to `dlq`.
 RETRY_DELAYS_MS = (200, 800, 3200)
+# Every consumed queue has its tiers: a transient error must not send a good message
+# straight to the DLQ.
+RETRIED_QUEUES = (ORDER_PLACED, INVENTORY_RESERVED, INVENTORY_FAILED, ORDER_STATUS)
+QUORUM_DELIVERY_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -125,9 +129,9 @@ class Topology:
         }
 
 
-def retry_queue(attempt: int) -> str:
-    """Name of the delay queue that holds a message before retry number `attempt`."""
-    return f"{ORDER_PLACED}.retry.{attempt}"
+def retry_queue(attempt: int, queue: str = ORDER_PLACED) -> str:
+    """Name of the delay queue that holds a message of `queue` before retry `attempt`."""
+    return f"{queue}.retry.{attempt}"
 
 
 def build_topology(queue_type: str | None = None) -> Topology:
@@ -137,6 +141,10 @@ def build_topology(queue_type: str | None = None) -> Topology:
         raise ValueError(f"queue type must be one of {QUEUE_TYPES}, not {queue_type!r}")
     base = {"x-queue-type": queue_type}
     dead_lettered = {**base, "x-dead-letter-exchange": DEAD_LETTERS}
+    if queue_type == "quorum":
+        # The broker's own poison-message guard; classic queues have none, so the services
+        # also count redeliveries themselves (DELIVERY_LIMIT).
+        dead_lettered["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
     exchanges = (
         Exchange(ORDER_EVENTS),
         Exchange(INVENTORY_EVENTS),
@@ -149,19 +157,20 @@ def build_topology(queue_type: str | None = None) -> Topology:
         Queue(ORDER_STATUS, dead_lettered),
         Queue(DLQ, base),
     ]
-    for attempt, delay_ms in enumerate(RETRY_DELAYS_MS, start=1):
-        # Expired messages go back through the default exchange to the work queue.
-        queues.append(
-            Queue(
-                retry_queue(attempt),
-                {
-                    **base,
-                    "x-message-ttl": delay_ms,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": ORDER_PLACED,
-                },
+    for work_queue in RETRIED_QUEUES:
+        for attempt, delay_ms in enumerate(RETRY_DELAYS_MS, start=1):
+            # Expired messages go back through the default exchange to the work queue.
+            queues.append(
+                Queue(
+                    retry_queue(attempt, work_queue),
+                    {
+                        **base,
+                        "x-message-ttl": delay_ms,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": work_queue,
+                    },
+                )
             )
-        )
     bindings = (
         Binding(ORDER_EVENTS, ORDER_PLACED, KEY_ORDER_PLACED),
         Binding(INVENTORY_EVENTS, INVENTORY_RESERVED, KEY_INVENTORY_RESERVED),

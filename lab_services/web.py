@@ -9,19 +9,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Request, jsonify
 from werkzeug.exceptions import HTTPException
 
+from lab_services import events, openapi
 from lab_services.bus import Bus
+from lab_services.settings import ServiceSettings, Settings, SettingsError, load
 
-MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", str(64 * 1024)))
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging() -> None:
-    """One log format for every service; level from LOG_LEVEL (default INFO)."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format=LOG_FORMAT,
-                        stream=sys.stderr)
+def configure_logging(level: str = "INFO") -> None:
+    """One log format for every service."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("pika").setLevel(logging.WARNING)
 
 
@@ -30,20 +30,53 @@ def error(status: int, message: str, **fields: Any):
     return jsonify({"error": message, **fields}), status
 
 
-def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = None) -> Flask:
+class BadBody(Exception):
+    """A request body the API refuses: answered as a JSON 4xx naming the field."""
+
+    def __init__(self, status: int, message: str, field: str = "body") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def read_json(req: Request) -> Any:
+    """The request's JSON body, strictly parsed; raise BadBody for anything else."""
+    if not req.is_json:
+        raise BadBody(415, "body: Content-Type must be application/json")
+    raw = req.get_data(cache=False)
+    if not raw:
+        raise BadBody(400, "body: empty")
+    try:
+        return events.loads_strict(raw)
+    except events.InvalidEvent as exc:
+        raise BadBody(400, exc.reason) from None
+
+
+def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = None, *,
+               max_body_bytes: int = 64 * 1024) -> Flask:
     """A Flask app with JSON errors, a request-size limit and `GET /health`."""
     app = Flask(name)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.json.sort_keys = False
+
+    @app.errorhandler(BadBody)
+    def _bad_body(exc: BadBody):
+        return error(exc.status, exc.message, field=exc.field)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        if exc.code == 413:
+            return error(413, f"body: larger than {max_body_bytes} bytes", field="body")
         return error(exc.code or 500, exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         logging.getLogger(name).exception("unhandled error")
         return error(500, f"internal error: {exc.__class__.__name__}")
+
+    document = openapi.document(name.removesuffix("-service"), "/")
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(document))
 
     @app.get("/health")
     def health():
@@ -57,13 +90,16 @@ def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = No
     return app
 
 
-def serve(app: Flask, bus: Bus, port: int) -> None:
+def serve(app: Flask, bus: Bus, settings: ServiceSettings) -> None:
     """Serve the app with waitress until SIGTERM or Ctrl-C, then close the bus cleanly."""
     from waitress import create_server
 
-    server = create_server(app, host=os.environ.get("HOST", "127.0.0.1"), port=port,
-                           threads=int(os.environ.get("HTTP_THREADS", "8")),
-                           max_request_body_size=MAX_BODY_BYTES * 4, ident=app.name)
+    server = create_server(app, host=settings.host, port=settings.port,
+                           threads=settings.http_threads,
+                           # Up to this, Flask answers a JSON 413 naming the body; waitress
+                           # refuses anything larger itself, in plain text.
+                           max_request_body_size=max(settings.max_body_bytes * 4, 16 << 20),
+                           ident=app.name)
 
     def _stop(_signum: int, _frame: Any) -> None:
         raise SystemExit(0)
@@ -80,10 +116,18 @@ def serve(app: Flask, bus: Bus, port: int) -> None:
         bus.close()
 
 
-def run_service(make_service: Callable[[], Any], make_app: Callable[[Any], Flask]) -> None:
-    """Run one service process: logging, the service, its HTTP app and bus, until stopped."""
-    configure_logging()
-    service = make_service()
+def run_service(name: str, make_service: Callable[[Settings], Any],
+                make_app: Callable[[Any], Flask]) -> None:
+    """Run one service process: settings, logging, the service, its HTTP app and bus."""
+    try:
+        settings = load(name)
+    except SettingsError as exc:
+        configure_logging()
+        logging.getLogger(name).error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    service = make_service(settings)
     app = make_app(service)
     service.bus.start()
-    serve(app, service.bus, service.config.port)
+    service.start()
+    serve(app, service.bus, settings.service)

@@ -1,0 +1,428 @@
+"""One channel's worth of state: publish sequence numbers, confirm waiters, unsettled inputs.
+
+A `Session` is built for every new channel and thrown away with it, as pika's reconnecting
+consumer example rebuilds its consumer on each connect: nothing is reset by hand.
+
+The rules it keeps:
+- A publish gets its sequence number only once pika has built its frames. A publish that
+  fails to encode never reaches the broker, so numbering it would make every later confirm
+  settle the wrong waiter.
+- Publishes are `mandatory`: a message no queue takes comes back (`basic.return`, just
+  before its confirm) and fails its waiter instead of counting as delivered.
+- An input is acked only when every output its handler produced has been confirmed, with
+  one `multiple` ack over the contiguous settled prefix (never past an unsettled tag).
+- An input whose output cannot be delivered is not requeued at once (a hot loop): it goes
+  to its retry tier, or is dead-lettered with the reason. Only if even that fails is it
+  handed back to the broker, after a backoff.
+- A redelivered input is counted durably; past the delivery limit it is dead-lettered
+  without running the handler, so a message that kills the process cannot loop forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pika.spec import Basic
+
+from lab_services import messages as m
+from lab_services.events import InvalidEvent
+from lab_services.retry import backoff_s
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot take a message now (not connected, nacked, or no confirm in time)."""
+
+
+class Unroutable(BrokerUnavailable):
+    """The broker returned the message: no queue is bound to take it."""
+
+
+class Unpublishable(ValueError):
+    """pika could not encode the message (e.g. a property over 255 bytes); nothing was sent."""
+
+
+class DeliveryCounter(Protocol):
+    """Durable redelivery counts, keyed by message."""
+
+    def bump(self, key: str) -> int:
+        """Count one more redelivery of a message; return how many so far."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """The message was settled: drop its count (a replayed copy starts again at 0)."""
+        ...
+
+
+class MemoryDeliveryCounter:
+    """Redelivery counts kept in memory (for tests, and services without a store)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def bump(self, key: str) -> int:
+        """Count one more redelivery of a message; return how many so far."""
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def forget(self, key: str) -> None:
+        """The message was settled: drop its count."""
+        self.counts.pop(key, None)
+
+
+def delivery_key(delivery: m.Delivery) -> str:
+    """A stable key for a message across redeliveries: its queue, id and body."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (delivery.queue, str(delivery.properties.message_id or "")):
+        digest.update(part.encode("utf-8", "replace") + b"\0")
+    digest.update(delivery.body)
+    return digest.hexdigest()
+
+
+@dataclass
+class InFlight:
+    """An input whose outputs are being published; acked when `outstanding` reaches 0."""
+
+    delivery: m.Delivery
+    consumer: m.Consumer
+    outstanding: int
+    # True once the input was sent to a retry tier or the DLQ instead: if that copy fails
+    # too, the broker gets the input back (after a backoff).
+    rerouted: bool = False
+    failed: bool = False
+
+
+@dataclass
+class _Pending:
+    waiter: Future | InFlight
+    out: m.Outgoing
+    returned: str | None = None
+
+
+Scheduler = Callable[[float, Callable[[], None]], Any]
+
+
+class Session:
+    """The state of one open channel; the bus makes a new one on every (re)connect."""
+
+    def __init__(self, channel: Any, *, name: str, schedule: Scheduler,
+                 counter: DeliveryCounter | None = None, delivery_limit: int = 5) -> None:
+        self.channel = channel
+        self.name = name
+        self.schedule = schedule
+        self.counter = counter or MemoryDeliveryCounter()
+        self.delivery_limit = delivery_limit
+        self.next_seq = 1
+        self.pending: OrderedDict[int, _Pending] = OrderedDict()
+        # Delivery tag -> settled?, in delivery order; the settled prefix gets acked.
+        self.unsettled: OrderedDict[int, bool] = OrderedDict()
+        self.burst: list[tuple[m.Consumer, m.Delivery]] = []
+        self.burst_scheduled = False
+        self.batch_failures = 0
+        # Per message: how often its retry or dead-letter copy could not be delivered.
+        self.requeues: dict[str, int] = {}
+        self.closed = False
+        self.stats = {"published": 0, "returned": 0, "nacked": 0, "unpublishable": 0,
+                      "dead_lettered": 0, "retried": 0, "delivery_limit": 0, "requeued": 0}
+
+    # ---- publishing -------------------------------------------------------------------
+
+    def publish(self, out: m.Outgoing, waiter: Future | InFlight) -> None:
+        """Publish one message (mandatory, confirmed); the waiter learns how it went."""
+        problem = self._send(out, waiter)
+        if problem is not None:
+            self._fail(waiter, problem)
+
+    def _send(self, out: m.Outgoing, waiter: Future | InFlight) -> Exception | None:
+        """Hand a message to pika; number it only once its frames are built."""
+        ch = self.channel
+        if self.closed or ch is None or not ch.is_open:
+            return BrokerUnavailable("channel is not open")
+        try:
+            ch.basic_publish(out.exchange, out.routing_key, out.body, out.properties,
+                             mandatory=True)
+        except Exception as exc:  # pika failed to build the frames: the broker saw nothing
+            self.stats["unpublishable"] += 1
+            log.warning("%s: cannot publish to %r/%r: %s: %s", self.name, out.exchange[:100],
+                        out.routing_key[:100], exc.__class__.__name__, str(exc)[:200])
+            return Unpublishable(f"{exc.__class__.__name__}: {str(exc)[:200]}")
+        self.pending[self.next_seq] = _Pending(waiter, out)
+        self.next_seq += 1
+        self.stats["published"] += 1
+        return None
+
+    def on_return(self, _channel: Any, method: Any, _props: Any, body: bytes) -> None:
+        """The broker could not route a mandatory message: mark its publish as failed."""
+        self.stats["returned"] += 1
+        why = f"unroutable: {method.reply_code} {method.reply_text} " \
+              f"(exchange {method.exchange!r}, key {method.routing_key!r})"
+        for pending in self.pending.values():
+            out = pending.out
+            if pending.returned is None and out.exchange == method.exchange \
+                    and out.routing_key == method.routing_key and out.body == body:
+                pending.returned = why
+                return
+        log.warning("%s: a returned message matched no pending publish: %s", self.name, why)
+
+    def on_confirm(self, frame: Any) -> None:
+        """Settle the publishes a broker ack or nack covers (it is usually `multiple`)."""
+        method = frame.method
+        ok = isinstance(method, Basic.Ack)
+        tag = method.delivery_tag
+        if method.multiple:
+            seqs = []
+            for seq in self.pending:
+                if seq > tag:
+                    break
+                seqs.append(seq)
+        else:
+            seqs = [tag]
+        for seq in seqs:
+            pending = self.pending.pop(seq, None)
+            if pending is None:
+                continue
+            if not ok:
+                self.stats["nacked"] += 1
+                self._fail(pending.waiter, BrokerUnavailable("the broker refused the message"))
+            elif pending.returned is not None:
+                self._fail(pending.waiter, Unroutable(pending.returned))
+            else:
+                self._succeed(pending.waiter)
+
+    def fail_all(self, exc: Exception) -> None:
+        """The channel is gone: fail every waiting publisher (inputs will be redelivered)."""
+        self.closed = True
+        pending, self.pending = self.pending, OrderedDict()
+        for p in pending.values():
+            if isinstance(p.waiter, Future) and not p.waiter.done():
+                p.waiter.set_exception(exc)
+        self.unsettled.clear()
+        self.burst.clear()
+
+    def _succeed(self, waiter: Future | InFlight) -> None:
+        if isinstance(waiter, Future):
+            if not waiter.done():
+                waiter.set_result(True)
+            return
+        if waiter.failed or waiter.outstanding <= 0:
+            return
+        waiter.outstanding -= 1
+        if waiter.outstanding == 0:
+            self.settle(waiter)
+
+    def _fail(self, waiter: Future | InFlight, exc: Exception) -> None:
+        if isinstance(waiter, Future):
+            if not waiter.done():
+                waiter.set_exception(exc)
+            return
+        if waiter.failed:
+            return
+        waiter.failed = True
+        if self.closed:
+            return  # the input will be redelivered on the next connection
+        if waiter.rerouted:
+            # Even the retry or dead-letter copy could not be delivered (no DLQ?): the
+            # broker keeps the input and gets it back after a pause that grows each time.
+            key = delivery_key(waiter.delivery)
+            self.requeues[key] = self.requeues.get(key, 0) + 1
+            if len(self.requeues) > 10_000:
+                self.requeues.pop(next(iter(self.requeues)))
+            self._requeue_later([waiter.delivery.delivery_tag], self.requeues[key])
+            return
+        self.reroute(waiter.delivery, waiter.consumer, str(exc),
+                     permanent=isinstance(exc, Unpublishable),
+                     broker_refused=isinstance(exc, BrokerUnavailable))
+
+    # ---- consuming --------------------------------------------------------------------
+
+    def on_message(self, consumer: m.Consumer, method: Any, props: Any, body: bytes) -> None:
+        """Queue a delivery for the burst handled after this socket read."""
+        delivery = m.Delivery(consumer.queue, method.exchange, method.routing_key, body, props,
+                              method.redelivered, method.delivery_tag)
+        self.unsettled[method.delivery_tag] = False
+        self.burst.append((consumer, delivery))
+        if not self.burst_scheduled:
+            self.burst_scheduled = True
+            self.schedule(0, self.handle_burst)
+
+    def handle_burst(self) -> None:
+        """Handle the deliveries of one read: one unit of work (transaction) per consumer."""
+        self.burst_scheduled = False
+        burst, self.burst = self.burst, []
+        if self.closed:
+            return
+        for consumer in {c.queue: c for c, _ in burst}.values():
+            deliveries = [d for c, d in burst if c is consumer]
+            deliveries = [d for d in deliveries if not self._over_delivery_limit(consumer, d)]
+            if not deliveries:
+                continue
+            if consumer.prepare is not None:
+                for d in deliveries:
+                    try:
+                        consumer.prepare(d)
+                    except Exception as exc:  # raised again, and handled, in _handle
+                        d.context["prepare_error"] = exc
+            try:
+                with consumer.unit_of_work() if consumer.unit_of_work else nullcontext():
+                    results = [(d, self._handle(consumer, d)) for d in deliveries]
+            except Exception as exc:
+                # The batch did not commit: nothing of it happened. Give it back after a
+                # pause that grows while commits keep failing (disk full, lock held...).
+                self.batch_failures += 1
+                log.error("%s: a batch of %d failed to commit (%s: %s); requeueing it in "
+                          "%.2fs", self.name, len(deliveries), exc.__class__.__name__,
+                          str(exc)[:200], backoff_s(self.batch_failures))
+                self._requeue_later([d.delivery_tag for d in deliveries])
+                continue
+            self.batch_failures = 0
+            for delivery, outputs in results:
+                self.send_outputs(InFlight(delivery, consumer, len(outputs)), outputs)
+
+    def send_outputs(self, inflight: InFlight, outputs: list[m.Outgoing]) -> None:
+        """Publish an input's outputs; with none, the input is settled at once."""
+        if not outputs:
+            self.settle(inflight)
+        for out in outputs:
+            if inflight.failed:
+                break
+            self.publish(out, inflight)
+
+    def _over_delivery_limit(self, consumer: m.Consumer, delivery: m.Delivery) -> bool:
+        if not delivery.redelivered:
+            return False
+        key = delivery_key(delivery)
+        try:
+            count = self.counter.bump(key)
+        except Exception as exc:  # a broken store must not stop the guard from working
+            log.error("%s: cannot count a redelivery: %s", self.name, exc)
+            return False
+        delivery.context["delivery_key"] = key
+        if count < self.delivery_limit:
+            return False
+        self.stats["delivery_limit"] += 1
+        reason = (f"delivery limit exceeded ({count + 1} deliveries without being settled; "
+                  f"DELIVERY_LIMIT={self.delivery_limit})")
+        log.error("%s: dead-lettering a message from %s: %s", self.name, consumer.queue, reason)
+        self.publish_rerouted(delivery, consumer,
+                              m.dead_letter(delivery, reason, attempts=delivery.attempts), reason)
+        return True
+
+    def _handle(self, consumer: m.Consumer, delivery: m.Delivery) -> list[m.Outgoing]:
+        try:
+            failed_early = delivery.context.pop("prepare_error", None)
+            if failed_early is not None:
+                raise failed_early
+            return consumer.handler(delivery)
+        except InvalidEvent as exc:
+            log.warning("%s: dead-lettering a malformed message from %s: %s",
+                        self.name, consumer.queue, exc.reason[:200])
+            self.stats["dead_lettered"] += 1
+            return [m.dead_letter(delivery, exc.reason)]
+        except Exception as exc:
+            return [self._retry_or_dead_letter(consumer, delivery,
+                                               f"{exc.__class__.__name__}: {exc}")]
+
+    def _retry_or_dead_letter(self, consumer: m.Consumer, delivery: m.Delivery,
+                              error: str) -> m.Outgoing:
+        attempts = delivery.attempts + 1
+        queue = consumer.retry.next_queue(attempts)
+        if queue is not None:
+            self.stats["retried"] += 1
+            log.warning("%s: handler failed (attempt %d), retrying later: %s",
+                        self.name, attempts, error[:200])
+            return m.retry_copy(delivery, queue, attempts, error)
+        self.stats["dead_lettered"] += 1
+        log.error("%s: handler failed %d times, dead-lettering: %s", self.name, attempts,
+                  error[:200])
+        return m.dead_letter(delivery, f"handler failed after {attempts} attempts: {error}",
+                             attempts=attempts)
+
+    def reroute(self, delivery: m.Delivery, consumer: m.Consumer, error: str, *,
+                permanent: bool, broker_refused: bool = False) -> None:
+        """Send an input whose output failed to its retry tier, or to the DLQ if permanent.
+
+        An output the broker refused (nacked, or returned as unroutable) says nothing about
+        the message: a quorum queue without a majority or a full queue refuses every message
+        alike. So that does not spend the message's attempts: it waits at the next tier, and
+        then at the slowest one, as often as it takes, and is never dead-lettered for it.
+        """
+        if permanent:
+            self.stats["dead_lettered"] += 1
+            out = m.dead_letter(delivery, f"output could not be published: {error}",
+                                attempts=delivery.attempts)
+        elif broker_refused and consumer.retry.tiers:
+            attempts = min(delivery.attempts + 1, consumer.retry.tiers)
+            queue = consumer.retry.next_queue(attempts)
+            self.stats["retried"] += 1
+            log.warning("%s: the broker refused an output (attempt %d), retrying later: %s",
+                        self.name, attempts, error[:200])
+            out = m.retry_copy(delivery, queue, attempts, f"output failed: {error}")
+        else:
+            out = self._retry_or_dead_letter(consumer, delivery, f"output failed: {error}")
+        self.publish_rerouted(delivery, consumer, out, error)
+
+    def publish_rerouted(self, delivery: m.Delivery, consumer: m.Consumer, out: m.Outgoing,
+                         error: str) -> None:
+        """Publish the copy that replaces an input; the input is acked once it is confirmed."""
+        inflight = InFlight(delivery, consumer, 1, rerouted=True)
+        problem = self._send(out, inflight)
+        if isinstance(problem, Unpublishable):
+            # Even the sanitised copy did not encode: send the bare one, which always does.
+            problem = self._send(m.bare_dead_letter(delivery, f"{error} / {problem}"), inflight)
+        if problem is not None:
+            self._fail(inflight, problem)
+
+    # ---- acks ---------------------------------------------------------------------------
+
+    def settle(self, inflight: InFlight) -> None:
+        """An input's work is done and confirmed: run its hook and ack what can be acked."""
+        if inflight.consumer.before_ack is not None:
+            inflight.consumer.before_ack(inflight.delivery)
+        key = inflight.delivery.context.get("delivery_key")
+        if key is not None:
+            try:
+                self.counter.forget(key)
+            except Exception as exc:  # only a count left behind: log, never stall the ack
+                log.error("%s: cannot clear a redelivery count: %s", self.name, exc)
+        tag = inflight.delivery.delivery_tag
+        if tag in self.unsettled:
+            self.unsettled[tag] = True
+        self.ack_settled_prefix()
+
+    def ack_settled_prefix(self) -> None:
+        """Ack, with one `multiple` ack, the oldest deliveries whose work is all confirmed."""
+        last, count = None, 0
+        while self.unsettled:
+            tag, done = next(iter(self.unsettled.items()))
+            if not done:
+                break
+            self.unsettled.popitem(last=False)
+            last, count = tag, count + 1
+        if last is not None and not self.closed and self.channel is not None \
+                and self.channel.is_open:
+            self.channel.basic_ack(last, multiple=count > 1)
+
+    def _requeue_later(self, tags: list[int], failures: int = 0) -> None:
+        delay = backoff_s(max(self.batch_failures, failures, 1))
+        self.schedule(delay, lambda: self.requeue(tags))
+
+    def requeue(self, tags: list[int]) -> None:
+        """Give deliveries back to their queue, and ack whatever that unblocks."""
+        if self.closed:
+            return
+        for tag in tags:
+            if tag not in self.unsettled:
+                continue
+            self.unsettled.pop(tag, None)
+            self.stats["requeued"] += 1
+            if self.channel is not None and self.channel.is_open:
+                self.channel.basic_nack(tag, requeue=True)
+        self.ack_settled_prefix()
