@@ -1,24 +1,35 @@
-"""`python -m harness bench`: how fast the pipeline is, next to raw pika on the same broker.
+"""`python -m harness bench`: how fast the lab drains, against plain pika on the same broker.
 
 Speed is measured here, never asserted in a test. The figures that matter:
-- drain rate: the inventory emptying a backlog of N orders (consume, reserve in SQLite,
-  publish the outcome confirmed, ack), against the raw-pika floor of publishing with one
-  confirm at a time (the design the bus must beat: BROKER_FACTS.md measured ~1.7k msg/s);
-- latency per hop at a moderate steady load;
-- the HTTP accept rate of the order service (each answer waits for a publisher confirm).
+- the floor: the inventory step written in plain pika at full speed (`harness.floor`),
+  draining a backlog of N orders;
+- the lab's inventory draining the same backlog, on the same broker, in the same run,
+  as a fraction of the floor (target: 0.75 or better), and each service's RSS meanwhile;
+- latency per hop at a moderate steady load, and the HTTP accept rate of the order service.
+With `profile=True`, py-spy samples the lab's inventory while it drains (raw folded stacks).
 """
 
 from __future__ import annotations
 
 import json
-import time
+import logging
+import signal
+import statistics
+import subprocess
+import tempfile
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
-import pika
-
-from harness import amqp
-from harness.lab import Lab, LabConfig
+from harness import admin, amqp
+from harness.bench_http import wrk_path
+from harness.bench_versus import NAIVE_SPEC, intake, latency_at
+from harness.brokers import Broker
+from harness.brokers.procs import rss_mb
+from harness.floor import run_floor
+from harness.impl import Impl
+from harness.lab import Lab, LabConfig, with_vhost
 from harness.load import LoadSpec, order_mix, place_orders
 from harness.observe import latency_frame, percentiles
 from harness.report import run_folder
@@ -27,21 +38,13 @@ from lab_services import events
 from lab_services import topology as topo
 from lab_services.order import order_placed_message
 
+log = logging.getLogger(__name__)
+
 PLENTY = "10000000"
-
-
-def raw_confirm_floor(amqp_url: str, n: int = 2000) -> float:
-    """msg/s publishing persistent messages one confirm at a time (BlockingConnection)."""
-    with amqp.channel(amqp_url) as ch:
-        ch.queue_declare("bench.floor", durable=True)
-        body = b"x" * 200
-        props = pika.BasicProperties(delivery_mode=2)
-        start = time.perf_counter()
-        for _ in range(n):
-            ch.basic_publish("", "bench.floor", body, props)
-        rate = n / (time.perf_counter() - start)
-        ch.queue_delete("bench.floor")
-    return rate
+TARGET = 0.75  # the lab's drain as a fraction of the floor that issue 11 asks for
+INTAKE_TARGET = 5.0  # HTTP intake (2xx/s) at least this many times the naive design's
+P50_TARGET = 0.2  # end-to-end p50 at most this fraction of the naive design's
+P99_TARGET_MS = 25.0  # end-to-end p99 under this at 50 orders/s
 
 
 def _publish_backlog(amqp_url: str, n: int) -> None:
@@ -51,33 +54,107 @@ def _publish_backlog(amqp_url: str, n: int) -> None:
         for i, o in enumerate(mix):
             items = events.validate_items(o["items"])
             event = events.order_placed(f"ORD-BENCH-{i:07d}", o["user_id"], items)
-            msg = order_placed_message(event)
+            msg = order_placed_message(event.to_json(), event.order_id, event.event_id)
             ch.basic_publish(msg.exchange, msg.routing_key, msg.body, msg.properties)
 
 
-def drain_rate(broker: Any, backlog: int, prefetch: int = 200) -> dict[str, Any]:
-    """Build a backlog with the inventory stopped, start it, and time the drain."""
-    cfg = LabConfig(prefetch=prefetch, initial_stock=PLENTY, log_level="WARNING")
-    with Lab(broker, cfg) as lab:
+def _wait_backlog(amqp_url: str, n: int) -> None:
+    wait_until(lambda: amqp.depth(amqp_url, topo.ORDER_PLACED) >= n, 60 + n / 1000,
+               f"a backlog of {n} orders")
+
+
+def floor_drain(broker: Broker, backlog: int, prefetch: int = 200,
+                synchronous: str = "FULL") -> dict[str, Any]:
+    """The plain-pika inventory draining `backlog` orders, in a vhost of its own."""
+    vhost = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    admin.create_vhost(broker, vhost)
+    try:
+        url = with_vhost(broker.amqp_url, vhost)
+        with amqp.channel(url) as ch:
+            topo.build_topology("classic").declare(ch)
+        _publish_backlog(url, backlog)
+        _wait_backlog(url, backlog)
+        with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+            result = run_floor(url, Path(tmp) / "floor.sqlite", backlog, prefetch, synchronous)
+    finally:
+        admin.delete_vhost(broker, vhost)
+    return {"backlog": backlog, "prefetch": prefetch, "drain_rate_msg_s": round(result.rate, 1),
+            "seconds": round(result.seconds, 3), "bursts": result.bursts}
+
+
+class RssSampler:
+    """Samples each service's resident memory (psutil) in the background; keeps the max."""
+
+    def __init__(self, lab: Lab, interval: float = 0.2) -> None:
+        self.lab, self.interval = lab, interval
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, svc in self.lab.services.items():
+                if svc.proc is not None and svc.running:
+                    mb = rss_mb(svc.proc.pid)
+                    if mb is not None:
+                        self.peak[name] = max(mb, self.peak.get(name, 0.0))
+            self._stop.wait(self.interval)
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """Start `py-spy record --format raw` on a process, or None if py-spy cannot run."""
+    try:
+        return subprocess.Popen(["py-spy", "record", "-p", str(pid), "--format", "raw",
+                                 "--rate", "250", "-o", str(out), "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        log.warning("py-spy not available: %s", exc)
+        return None
+
+
+def drain_rate(broker: Broker, backlog: int, prefetch: int = 200,
+               profile_to: Path | None = None, synchronous: str = "FULL",
+               impl: Impl | str | Path | None = None) -> dict[str, Any]:
+    """Build a backlog with the inventory stopped, start it, and time the drain.
+
+    `impl` runs another implementation (its own prefetch and store; the lab's knobs
+    `prefetch` and `synchronous` reach only the lab's own services).
+    """
+    cfg = LabConfig(prefetch=prefetch, initial_stock=PLENTY, log_level="WARNING",
+                    extra_env={"SQLITE_SYNCHRONOUS": synchronous})
+    spy = None
+    with Lab(broker, cfg, impl=impl) as lab, RssSampler(lab) as rss:
         lab.stop("inventory")
         _publish_backlog(lab.amqp_url, backlog)
-        wait_until(lambda: amqp.depth(lab.amqp_url, topo.ORDER_PLACED) >= backlog, 60,
-                   "backlog published")
-        start = time.monotonic()
+        _wait_backlog(lab.amqp_url, backlog)
         lab.start_service("inventory", wait=False)
+        if profile_to is not None:
+            spy = _py_spy(lab.services["inventory"].proc.pid, profile_to)
         wait_until(lambda: amqp.depth(lab.amqp_url, topo.ORDER_PLACED) == 0
                    and lab.services["inventory"].health(), 120 + backlog / 100, "drained")
-        wall = time.monotonic() - start
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            spy.wait(timeout=60)
         notes = wait_until(lambda: (lambda n: n if len(n) >= backlog else None)(
-            lab.notifications()), 120, "all notified")
+            lab.notifications()), 120 + backlog / 200, "all notified")
     decided = sorted(events.parse_timestamp(n["outcome_timestamp"]) for n in notes)
     span = (decided[-1] - decided[0]).total_seconds()
-    return {"backlog": backlog, "prefetch": prefetch,
+    return {"impl": lab.impl.name, "backlog": backlog,
+            "prefetch": prefetch if lab.impl.services["inventory"].lab else None,
             "drain_rate_msg_s": round((len(decided) - 1) / span, 1) if span else None,
-            "time_to_empty_s_incl_startup": round(wall, 2)}
+            "rss_mb_peak": rss.peak,
+            **({"profile": str(profile_to)} if profile_to is not None else {})}
 
 
-def steady_latency(broker: Any, orders: int = 1000, rate: float = 100.0) -> dict[str, Any]:
+def steady_latency(broker: Broker, orders: int = 1000, rate: float = 100.0) -> dict[str, Any]:
     """Latency per hop, and the HTTP accept rate, at a steady moderate load."""
     cfg = LabConfig(initial_stock=PLENTY, log_level="WARNING")
     with Lab(broker, cfg) as lab:
@@ -99,35 +176,179 @@ def steady_latency(broker: Any, orders: int = 1000, rate: float = 100.0) -> dict
     }
 
 
-def run_bench(broker: Any, *, backlog: int = 5000, out: str | Path = "runs") -> dict[str, Any]:
-    """Run every measurement and write bench.json into a run folder."""
-    floor = raw_confirm_floor(broker.amqp_url)
-    report = {
-        "broker": {"provider": broker.provider, "version": broker.version()},
-        "raw_pika_confirm_each_msg_s": round(floor, 1),
-        "drain": drain_rate(broker, backlog),
-        **steady_latency(broker),
-    }
-    rate = report["drain"]["drain_rate_msg_s"] or 0
-    report["drain_vs_floor"] = round(rate / floor, 2) if floor else None
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def versus(broker: Broker, other: Impl | str | Path, folder: Path, *, intake_seconds: float,
+           e2e_orders: int, e2e_rate: float, backlog: int, profile: bool) -> dict[str, Any]:
+    """The lab and `other` side by side: wrk intake, latency at `e2e_rate`, drain of `backlog`.
+
+    The drain backlog is small on purpose: the naive design takes one message at a time and
+    opens a connection per publish; the lab drains the same backlog in the same run.
+    """
+    result: dict[str, Any] = {}
+    if intake_seconds > 0:
+        if wrk_path() is None:
+            result["intake"] = {"skipped": "wrk is not installed (apt-get install -y wrk)"}
+        else:
+            lab = intake(broker, None, folder, seconds=intake_seconds,
+                         profile_to=folder / "order-profile-wrk.txt" if profile else None)
+            them = intake(broker, other, folder, seconds=intake_seconds)
+            result["intake"] = {
+                "lab": lab, "other": them,
+                "ratio_by_connections": {
+                    str(a["connections"]): _ratio(a["ok_2xx_s"], b["ok_2xx_s"])
+                    for a, b in zip(lab["runs"], them["runs"], strict=True)},
+                "target_ratio": INTAKE_TARGET}
+    if e2e_orders > 0:
+        lab = latency_at(broker, None, orders=e2e_orders, rate=e2e_rate)
+        them = latency_at(broker, other, orders=e2e_orders, rate=e2e_rate)
+        result["latency"] = {
+            "rate_orders_s": e2e_rate, "lab": lab, "other": them,
+            "p50_ratio": _ratio(lab["end_to_end_ms"]["p50"], them["end_to_end_ms"]["p50"]),
+            "target_p50_ratio": P50_TARGET, "target_p99_ms": P99_TARGET_MS}
+    if backlog > 0:
+        lab = drain_rate(broker, backlog)
+        them = drain_rate(broker, backlog, impl=other)
+        result["drain"] = {"backlog": backlog, "lab": lab, "other": them,
+                           "ratio": _ratio(lab["drain_rate_msg_s"], them["drain_rate_msg_s"])}
+    return result
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of issue 11's speed targets: what was measured, the target, and whether it is met."""
+    rows = [{"target": "drain >= 0.75 of the floor", "value": report["drain_vs_floor"],
+             "met": (report["drain_vs_floor"] or 0) >= TARGET}]
+    vs = report.get("versus") or {}
+    for conns, ratio in (vs.get("intake") or {}).get("ratio_by_connections", {}).items():
+        rows.append({"target": f"intake >= {INTAKE_TARGET}x naive ({conns} connection(s))",
+                     "value": ratio, "met": ratio is not None and ratio >= INTAKE_TARGET})
+    lat = vs.get("latency")
+    if lat:
+        ratio = lat["p50_ratio"]
+        rows.append({"target": f"end-to-end p50 <= {P50_TARGET} of naive's",
+                     "value": ratio, "met": ratio is not None and ratio <= P50_TARGET})
+        p99 = lat["lab"]["end_to_end_ms"]["p99"]
+        rows.append({"target": f"end-to-end p99 < {P99_TARGET_MS} ms at "
+                               f"{lat['rate_orders_s']:.0f}/s",
+                     "value": p99, "met": p99 is not None and p99 < P99_TARGET_MS})
+    return rows
+
+
+def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch: int = 200,
+              synchronous: str = "FULL", latency_orders: int = 1000, profile: bool = False,
+              naive: str | Path | None = NAIVE_SPEC, intake_seconds: float = 5.0,
+              e2e_orders: int = 500, e2e_rate: float = 50.0, naive_backlog: int = 500,
+              out: str | Path = "runs") -> dict[str, Any]:
+    """Floor and lab drain alternately `runs` times (medians), then latency; write bench.json.
+
+    Both sides commit SQLite with the same `synchronous` (the lab's default is FULL: one
+    fsync per burst), so that the fraction compares designs, not durability settings.
+    With `naive` (an impl.toml; None to skip), the lab is also measured against it:
+    wrk intake for `intake_seconds` per shape, latency at `e2e_rate` over `e2e_orders`,
+    and both draining `naive_backlog` (0 skips any of the three).
+    """
     folder = run_folder(out, "bench")
+    floors, drains = [], []
+    for i in range(runs):
+        floors.append(floor_drain(broker, backlog, prefetch, synchronous))
+        prof = folder / f"inventory-profile-{i + 1}.txt" if profile else None
+        drains.append(drain_rate(broker, backlog, prefetch, prof, synchronous))
+    floor_rate = statistics.median(f["drain_rate_msg_s"] for f in floors)
+    lab_rate = statistics.median(d["drain_rate_msg_s"] or 0 for d in drains)
+    rss: dict[str, float] = {}
+    for d in drains:
+        for name, mb in d["rss_mb_peak"].items():
+            rss[name] = max(mb, rss.get(name, 0.0))
+    report: dict[str, Any] = {
+        "broker": {"provider": broker.provider, "version": broker.version()},
+        "runs": runs,
+        "sqlite_synchronous": synchronous,
+        "floor": {"drain_rate_msg_s": floor_rate, "each": floors},
+        "drain": {"backlog": backlog, "prefetch": prefetch, "drain_rate_msg_s": lab_rate,
+                  "each": drains},
+        "drain_vs_floor": round(lab_rate / floor_rate, 3) if floor_rate else None,
+        "target_vs_floor": TARGET,
+        "rss_mb_peak_while_draining": rss,
+        **(steady_latency(broker, orders=latency_orders) if latency_orders else {}),
+    }
+    if naive is not None and not Path(naive).exists():
+        report["versus"] = {"skipped": f"no implementation spec at {naive}"}
+    elif naive is not None:
+        report["versus"] = {"impl": str(naive), **versus(
+            broker, naive, folder, intake_seconds=intake_seconds, e2e_orders=e2e_orders,
+            e2e_rate=e2e_rate, backlog=naive_backlog, profile=profile)}
+    report["targets"] = targets(report)
     (folder / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     report["run_dir"] = str(folder)
     return report
 
 
+def _mix(run: dict[str, Any]) -> str:
+    """A wrk run's status-code mix, and its socket errors if any."""
+    mix = ", ".join(f"{k}: {v}" for k, v in run["statuses"].items())
+    errors = run["socket_errors"]
+    return mix + (f"; socket errors {errors}" if any(errors.values()) else "")
+
+
+def _describe_versus(vs: dict[str, Any]) -> list[str]:
+    if "skipped" in vs:
+        return [f"versus another implementation: skipped ({vs['skipped']})"]
+    lines = [f"against {vs['impl']}:"]
+    it = vs.get("intake")
+    if it and "skipped" in it:
+        lines.append(f"  HTTP intake: skipped ({it['skipped']})")
+    elif it:
+        for a, b in zip(it["lab"]["runs"], it["other"]["runs"], strict=True):
+            lines.append(
+                f"  HTTP intake (wrk, {a['connections']} connection(s), {a['seconds']:.0f} s):"
+                f" lab {a['ok_2xx_s']} 2xx/s [{_mix(a)}], {it['other']['impl']} "
+                f"{b['ok_2xx_s']} 2xx/s [{_mix(b)}] -> "
+                f"{it['ratio_by_connections'][str(a['connections'])]}x")
+    lat = vs.get("latency")
+    if lat:
+        for side in ("lab", "other"):
+            e = lat[side]["end_to_end_ms"]
+            lines.append(f"  end-to-end at {lat['rate_orders_s']:.0f}/s, {lat[side]['impl']}: "
+                         f"p50 {e['p50']} ms, p95 {e['p95']} ms, p99 {e['p99']} ms "
+                         f"({lat[side]['measured']} orders, HTTP {lat[side]['statuses']}; p99 "
+                         f"per hop: inventory {lat[side]['placed_to_decided_ms']['p99']} ms, "
+                         f"notification {lat[side]['decided_to_notified_ms']['p99']} ms)")
+    dr = vs.get("drain")
+    if dr:
+        lines.append(f"  drain of {dr['backlog']}: lab {dr['lab']['drain_rate_msg_s']} msg/s, "
+                     f"{dr['other']['impl']} {dr['other']['drain_rate_msg_s']} msg/s -> "
+                     f"{dr['ratio']}x")
+    return lines
+
+
 def describe(report: dict[str, Any]) -> str:
-    """A short text summary of a bench report."""
-    d = report["drain"]
-    lat = report["latency_ms"]["end_to_end"]
-    verdict = "above" if (report["drain_vs_floor"] or 0) >= 1 else "BELOW"
-    return "\n".join([
-        f"broker: {report['broker']['provider']} {report['broker']['version']}",
-        f"raw pika, one confirm at a time: {report['raw_pika_confirm_each_msg_s']:.0f} msg/s",
-        f"inventory drain ({d['backlog']} orders, prefetch {d['prefetch']}): "
-        f"{d['drain_rate_msg_s']} msg/s = {report['drain_vs_floor']}x the floor ({verdict})",
-        f"end-to-end latency at {report['steady_rate_orders_s']:.0f} orders/s: "
-        f"p50 {lat['p50']} ms, p99 {lat['p99']} ms",
-        f"HTTP accept rate (8 clients, flat out): {report['http_accept_rate_orders_s']} orders/s",
-        f"written to {report['run_dir']}/bench.json",
-    ])
+    """A short text summary of a bench report, ending with each target met or missed."""
+    d, f = report["drain"], report["floor"]
+    frac = report["drain_vs_floor"] or 0.0
+    verdict = "meets" if frac >= report["target_vs_floor"] else "BELOW"
+    lines = [
+        f"broker: {report['broker']['provider']} {report['broker']['version']}"
+        f" ({report['runs']} run(s), medians)",
+        f"plain-pika floor, inventory step ({d['backlog']} orders, prefetch {d['prefetch']}, "
+        f"SQLite synchronous={report['sqlite_synchronous']}): "
+        f"{f['drain_rate_msg_s']:.0f} msg/s",
+        f"lab inventory drain, same backlog: {d['drain_rate_msg_s']} msg/s = {frac:.2f} of the "
+        f"floor ({verdict} the target {report['target_vs_floor']})",
+        "RSS while draining (peak MiB): " + ", ".join(
+            f"{k} {v}" for k, v in report["rss_mb_peak_while_draining"].items()),
+    ]
+    if "latency_ms" in report:
+        lat = report["latency_ms"]["end_to_end"]
+        lines += [f"end-to-end latency at {report['steady_rate_orders_s']:.0f} orders/s: "
+                  f"p50 {lat['p50']} ms, p99 {lat['p99']} ms",
+                  f"HTTP accept rate (8 clients, flat out): "
+                  f"{report['http_accept_rate_orders_s']} orders/s"]
+    if "versus" in report:
+        lines += _describe_versus(report["versus"])
+    lines.append("targets:")
+    lines += [f"  {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']}"
+              for t in report.get("targets", [])]
+    lines.append(f"written to {report['run_dir']}/bench.json")
+    return "\n".join(lines)

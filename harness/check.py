@@ -16,6 +16,8 @@ class Verdict:
     valid: bool
     counts: dict[str, Any]
     problems: list[str] = field(default_factory=list)
+    # Which ids broke which invariant (lost, double_reserved, ...): the report card's evidence.
+    evidence: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The verdict as plain JSON-able data."""
@@ -119,4 +121,101 @@ def check_run(
     if len(dead_found) != len(expected_dead):
         problems.append(f"{len(expected_dead) - len(dead_found)} poison orders missing "
                         "from the DLQ")
-    return Verdict(not problems, counts, problems)
+    evidence = {"lost": lost, "duplicate_notified": sorted(dup_notes),
+                "double_reserved": sorted(doubles), "valid_in_dlq": valid_in_dlq}
+    return Verdict(not problems, counts, problems, evidence)
+
+
+@dataclass
+class Check:
+    """One row of a report card: what was tried, what was expected, what happened.
+
+    `passed` is None when the check could not be run (a service never became healthy, a
+    time-out): the card then says so instead of guessing.
+    """
+
+    scenario: str
+    name: str
+    tried: str
+    expected: str
+    happened: str
+    passed: bool | None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    chart: str | None = None  # a figure name of the scenario's result
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check as plain JSON-able data."""
+        return {"scenario": self.scenario, "name": self.name, "tried": self.tried,
+                "expected": self.expected, "happened": self.happened, "passed": self.passed,
+                "evidence": self.evidence, "chart": self.chart}
+
+
+def _ids(ids: list[str], limit: int = 5) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+# What each invariant means to a student, and the question to ask when it breaks. A
+# scenario gives its own words for the ones it is about; these are the defaults.
+DEFAULT_HINTS = {
+    "lost": "{n} orders answered 201 were never notified ({ids}): an accepted order must "
+            "reach its notification",
+    "duplicate_notifications": "{n} orders were notified more than once ({ids}): the "
+                               "notification service must ignore a repeated outcome",
+    "double_reservations": "{n} orders had their stock reserved twice ({ids}): the inventory "
+                           "must reserve each order once, however often it arrives",
+    "stock_conserved": "the stock does not add up: initial stock minus everything in the "
+                       "reservation ledger differs from the current stock",
+    "valid_in_dlq": "{n} valid orders ended in the DLQ ({ids}): only bad messages belong there",
+}
+
+INVARIANTS = {
+    "lost": ("nothing lost", "every order answered 201 is notified exactly once"),
+    "duplicate_notifications": ("no duplicate notification", "one notification per order"),
+    "double_reservations": ("no double reservation", "each order's stock is reserved once"),
+    "stock_conserved": ("stock conserved", "initial - reserved == current, for every item"),
+    "valid_in_dlq": ("no valid order dead-lettered", "the DLQ holds no valid order"),
+}
+
+
+def invariant_checks(scenario: str, tried: str, verdict: Verdict, *,
+                     hints: dict[str, str] | None = None, chart: str | None = None,
+                     only: tuple[str, ...] = tuple(INVARIANTS)) -> list[Check]:
+    """One Check per invariant of check_run, worded for a student."""
+    words = {**DEFAULT_HINTS, **(hints or {})}
+    c, ev = verdict.counts, verdict.evidence
+    failing = {
+        "lost": ev.get("lost", []),
+        "duplicate_notifications": ev.get("duplicate_notified", []),
+        "double_reservations": ev.get("double_reserved", []),
+        "valid_in_dlq": ev.get("valid_in_dlq", []),
+    }
+    rows = []
+    for key in only:
+        name, expected = INVARIANTS[key]
+        if key == "stock_conserved":
+            ok = bool(c.get("stock_conserved"))
+            ids: list[str] = []
+        else:
+            ids = list(failing[key])
+            ok = not ids
+        if ok:
+            happened = _passed_words(key, c)
+        else:
+            happened = words[key].format(n=len(ids), ids=_ids(ids), first=ids[0] if ids else "")
+        rows.append(Check(scenario, name, tried, expected, happened, ok,
+                          {"order_ids": ids[:20], "orders_placed": c.get("orders_placed"),
+                           "notified": c.get("notified")}, chart))
+    return rows
+
+
+def _passed_words(key: str, c: dict[str, Any]) -> str:
+    if key == "lost":
+        return f"all {c.get('orders_placed')} accepted orders were notified"
+    if key == "duplicate_notifications":
+        return "no order was notified twice"
+    if key == "double_reservations":
+        return "no order was reserved twice"
+    if key == "stock_conserved":
+        return "the stock adds up for every item"
+    return "no valid order in the DLQ"

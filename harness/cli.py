@@ -3,17 +3,63 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+# Where the naive reference implementation lives (the bench compares the lab with it).
+NAIVE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "naive" / "impl.toml"
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _open(args: argparse.Namespace):
     from harness.broker import open_broker
-    return open_broker(args.broker)  # auto | local | docker | url | an amqp:// URL
+    return open_broker(args.broker)  # auto | local | local-cluster | local:N | docker | URL
+
+
+def _non_negative(value: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
+    return n
+
+
+def _broker_kind(value: str) -> str:
+    """argparse type for --broker: refuse an unknown provider before anything starts."""
+    from harness.brokers import parse_kind
+    try:
+        parse_kind(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+# What `run <scenario>` uses when not told, where the command line runs a fuller size than
+# the function's own (CI-sized) defaults, which `run all` keeps.
+FULL_SIZE: dict[str, dict[str, Any]] = {
+    "chaos": {"orders": 2000, "rate": 100.0, "kills_per_service": 3}}
+
+
+def replicas_arg(text: str) -> dict[str, int]:
+    """Parse --replicas: 'inventory=3' or 'inventory=3,notification=2'."""
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, count = part.partition("=")
+        if not sep or name.strip() not in ("order", "inventory", "notification") \
+                or not count.strip().isdigit() or not 1 <= int(count) <= 16:
+            raise argparse.ArgumentTypeError(
+                f"expected SERVICE=N (order, inventory or notification; N from 1 to 16), "
+                f"not {part!r}")
+        out[name.strip()] = int(count)
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -28,35 +74,94 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\nreport: {report}")
         print("every verdict valid" if not bad else f"INVALID: {', '.join(bad)}")
         return 1 if bad else 0
-    fn = scenarios.SCENARIOS[args.scenario]
-    kwargs: dict[str, Any] = {"out": args.out}
-    if args.orders is not None:
-        kwargs["orders"] = args.orders
+    sc = scenarios.registry.get(args.scenario)
+    fn = sc.function
+    kwargs: dict[str, Any] = {"out": args.out, **FULL_SIZE.get(args.scenario, {})}
+    for name in ("orders", "seed", "rate"):
+        if getattr(args, name) is not None:
+            if name not in inspect.signature(fn).parameters:
+                print(f"error: {args.scenario} takes no --{name}", file=sys.stderr)
+                return 2
+            kwargs[name] = getattr(args, name)
+    if args.replicas:
+        if "replicas" not in inspect.signature(fn).parameters:
+            print(f"error: {args.scenario} takes no --replicas", file=sys.stderr)
+            return 2
+        kwargs["replicas"] = args.replicas
+    if args.impl:
+        kwargs["impl"] = _impl(args.impl)
+        if not sc.black_box:
+            scenarios.registry.require_lab(kwargs["impl"], sc.name)
     with _open(args) as broker:
-        result = fn(broker, **kwargs)
+        result = sc.function(broker, **kwargs)
     print(result.text())
     return 0 if result.valid else 1
 
 
+def _impl(path: str):
+    from harness.impl import resolve
+    return resolve(path)  # "lab" is the lab's own services
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    """Grade an implementation with every black-box scenario; exit 1 if any check fails."""
+    import json
+
+    from harness.grade import grade
+    impl = _impl(args.impl)
+    only = [n.strip() for n in args.only.split(",")] if args.only else None
+    if impl.honours_vhost:
+        with _open(args) as broker:
+            card = grade(impl, broker, orders=args.orders, small=args.small, out=args.out,
+                         only=only, progress=not args.json)
+    else:  # it gets a broker of its own, opened by grade
+        card = grade(impl, None, orders=args.orders, small=args.small, out=args.out,
+                     only=only, broker_kind=args.broker, progress=not args.json)
+    if args.json:
+        print(json.dumps(card.to_dict(), indent=2))
+    else:
+        print(card.text())
+    return 0 if card.passed else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Measure the pipeline's speed against raw pika on the same broker."""
+    """Measure the lab's drain against the plain-pika floor on the same broker."""
     from harness import bench
     with _open(args) as broker:
-        report = bench.run_bench(broker, backlog=args.backlog, out=args.out)
+        report = bench.run_bench(broker, backlog=args.backlog, runs=args.runs,
+                                 synchronous=args.synchronous, profile=args.profile,
+                                 latency_orders=args.latency_orders,
+                                 naive=None if args.no_naive else args.naive,
+                                 intake_seconds=args.intake_seconds,
+                                 e2e_orders=args.e2e_orders, naive_backlog=args.naive_backlog,
+                                 out=args.out)
     print(bench.describe(report))
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start a broker and the three services, print where they are, wait for Ctrl-C."""
-    from harness.lab import Lab
-    with _open(args) as broker, Lab(broker, own_vhost=False) as lab:
-        print(f"broker    {broker.provider}: {broker.amqp_url}")
+    from harness.broker import open_broker
+    from harness.course import public_url
+    from harness.lab import DEFAULT_PORTS, Lab
+    impl = _impl(args.impl) if args.impl else None
+    wanted = {} if args.random_ports else {"amqp_port": 5672, "management_port": 15672}
+    with open_broker(args.broker, **wanted) as broker, \
+            Lab(broker, impl=impl, own_vhost=False, replicas=args.replicas,
+                ports=None if args.random_ports else DEFAULT_PORTS) as lab:
+        print(f"broker    {broker.provider}: {', '.join(broker.amqp_urls)}")
+        for what, want in wanted.items():  # say so when a documented port was taken
+            got = getattr(broker, what, want)
+            if got != want:
+                print(f"  port {want} is taken on this machine: {what} is {got} instead")
         if broker.management_url:
             user, pw = broker.management_auth
-            print(f"management UI: {broker.management_url}  (user {user}, password {pw})")
+            print(f"management UI: {public_url(broker.management_url)}  "
+                  f"(user {user}, password {pw})")
         for name, svc in lab.services.items():
-            print(f"{name:<13} {svc.url}  (log {svc.log_path})")
+            moved = "" if args.random_ports or svc.port == DEFAULT_PORTS.get(name) else \
+                f"  ({DEFAULT_PORTS.get(name)} is taken)"
+            print(f"{name:<13} {svc.url}  (log {svc.log_path}){moved}")
         print("Ctrl-C stops everything.")
         try:
             while all(s.running for s in lab.services.values()):
@@ -66,32 +171,101 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_contract(args: argparse.Namespace) -> int:
+    """Check (or --write) the generated sections of docs/contract.md."""
+    from harness import contract
+    if args.write:
+        contract.write()
+        print(f"wrote {contract.CONTRACT}")
+        return 0
+    if contract.stale():
+        print(f"{contract.CONTRACT} is stale: run python -m harness contract --write")
+        return 1
+    print(f"{contract.CONTRACT} matches the code")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m harness`."""
-    from harness.scenarios import SCENARIOS
+    from harness.scenarios import registry
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--broker", default="auto",
-                       help="auto | local | docker | an amqp:// URL (default: auto)")
+        p.add_argument("--broker", default="auto", type=_broker_kind,
+                       help="auto | local | local-cluster | local:N | docker | an amqp:// URL "
+                            "(default: auto)")
         p.add_argument("--out", default="runs", help="folder for run folders (default: runs)")
 
     run = sub.add_parser("run", help="run a scenario and write its run folder")
-    run.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    run.add_argument("scenario", choices=[*registry.scenarios(), "all"])
     run.add_argument("--orders", type=int, default=None, help="orders to place")
+    run.add_argument("--seed", type=int, default=None,
+                     help="seed of the order mix (and of chaos's fault schedule)")
+    run.add_argument("--rate", type=float, default=None, help="orders per second")
+    run.add_argument("--replicas", type=replicas_arg, default=None,
+                     help="processes per service, e.g. inventory=3 (scenarios that take it)")
+    run.add_argument("--impl", default=None,
+                     help="an implementation's impl.toml (black-box scenarios only)")
     common(run)
     run.set_defaults(func=cmd_run)
 
-    bench = sub.add_parser("bench", help="measure drain rate, latency and HTTP rate")
-    bench.add_argument("--backlog", type=int, default=5000, help="orders in the drain backlog")
+    grade = sub.add_parser("grade", help="grade an implementation: every black-box scenario, "
+                           "a report card (report.md, report.html), exit 1 if a check fails")
+    grade.add_argument("--impl", required=True,
+                       help="the implementation's impl.toml, or \"lab\" for the lab's own")
+    grade.add_argument("--orders", type=int, default=None,
+                       help="orders per scenario (default: each scenario's own size)")
+    grade.add_argument("--small", action="store_true", help="CI-sized runs (a few orders each)")
+    grade.add_argument("--only", default=None, help="comma-separated scenario names")
+    grade.add_argument("--json", action="store_true", help="print the card as JSON")
+    common(grade)
+    grade.set_defaults(func=cmd_grade)
+
+    bench = sub.add_parser("bench", help="drain vs the plain-pika floor, latency, HTTP rate, RSS")
+    bench.add_argument("--backlog", type=int, default=20_000,
+                       help="orders in the drain backlog (default 20000)")
+    bench.add_argument("--runs", type=int, default=1,
+                       help="floor and lab drain alternately this many times; medians")
+    bench.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL",
+                       help="SQLite synchronous for both the floor and the lab (default FULL, "
+                            "the lab's default)")
+    bench.add_argument("--profile", action="store_true",
+                       help="py-spy the lab inventory while it drains, and the lab order "
+                            "service under wrk load (raw stacks in the run folder)")
+    bench.add_argument("--latency-orders", type=_non_negative, default=1000,
+                       help="orders for the per-hop latency at 100/s (0 skips; default 1000)")
+    bench.add_argument("--naive", default=str(NAIVE_SPEC),
+                       help="the implementation to compare with (default examples/naive)")
+    bench.add_argument("--no-naive", action="store_true",
+                       help="skip the comparison with the naive implementation")
+    bench.add_argument("--intake-seconds", type=_non_negative, default=5,
+                       help="seconds of wrk per shape (1 and 4 connections; 0 skips; default 5)")
+    bench.add_argument("--e2e-orders", type=_non_negative, default=500,
+                       help="orders placed at 50/s per side for end-to-end latency (0 skips; "
+                            "default 500)")
+    bench.add_argument("--naive-backlog", type=_non_negative, default=500,
+                       help="backlog both sides drain side by side (0 skips; default 500)")
     common(bench)
     bench.set_defaults(func=cmd_bench)
 
+    contract = sub.add_parser("contract", help="check docs/contract.md against the code")
+    contract.add_argument("--write", action="store_true", help="regenerate its sections")
+    contract.set_defaults(func=cmd_contract)
+
     up = sub.add_parser("up", help="start a broker and the services for exploring by hand")
+    up.add_argument("--impl", default=None, help="an implementation's impl.toml (default: "
+                    "the lab's own services)")
+    up.add_argument("--replicas", type=replicas_arg, default=None,
+                    help="processes per service, e.g. inventory=3")
+    up.add_argument("--random-ports", action="store_true",
+                    help="free random ports instead of 5672/15672 and 5001-5003")
     common(up)
     up.set_defaults(func=cmd_up)
+
+    from harness import dlq
+    dlq.add_parser(sub)
     return parser
 
 
@@ -103,8 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("harness.observe").setLevel(logging.INFO if args.verbose
                                                   else logging.WARNING)
     from harness.broker import BrokerUnavailable
+    from harness.impl import ImplError
+    from harness.lab import ServiceFailed
+    from harness.scenarios.registry import WhiteBoxOnly
     try:
         return args.func(args)
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, ImplError, WhiteBoxOnly, ServiceFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

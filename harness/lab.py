@@ -1,8 +1,10 @@
-"""Run the three services as real processes against a broker, and reach them over HTTP.
+"""Run an implementation's three services as real processes against a broker, over HTTP.
 
-Each `Lab` gets its own vhost on the broker (when the management API is there), its own
-free HTTP ports, its own store files and one log file per service, so several labs and test
-sessions can run side by side on one broker.
+The lab's own services by default, or any implementation named by a spec file
+(harness.impl). Each `Lab` gets its own vhost on the broker (when the management API is
+there and the implementation honours vhosts), its own free HTTP ports, its own data dirs and
+one log file per process, so several labs and test sessions can run side by side on one
+broker.
 """
 
 from __future__ import annotations
@@ -21,16 +23,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 
-from harness.ports import free_ports
-from harness.waiting import wait_until
+from harness.brokers.base import Broker
+from harness.impl import SERVICES, Impl, render, resolve
+from harness.ports import free_ports, port_free
+from harness.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
-
-SERVICES = ("order", "inventory", "notification")
 
 # Labs still running when Python exits (a notebook kernel shut down mid-run, Ctrl-C, a
 # failed test): their services would otherwise retry a vanished broker for ever.
@@ -42,6 +44,8 @@ def _close_live_labs() -> None:
     for lab in list(_live_labs):
         with contextlib.suppress(Exception):
             lab.close()
+
+
 DEFAULT_PORTS = {"order": 5001, "inventory": 5002, "notification": 5003}
 
 
@@ -65,14 +69,29 @@ class LabConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
-class ServiceProcess:
-    """One service running as `python -m lab_services.NAME`, which we can stop, kill, restart."""
+class ServiceFailed(RuntimeError):
+    """A service did not start, crashed or never became healthy; the message has its log."""
 
-    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, what: str, log_tail: str) -> None:
+        super().__init__(f"{name} {what}\n--- last lines of its log ---\n{log_tail}")
+        self.service, self.what, self.log_tail = name, what, log_tail
+
+
+class ServiceProcess:
+    """One process of a service, started from a command, which we can stop, kill, restart."""
+
+    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path, *,
+                 argv: list[str] | None = None, cwd: Path | None = None,
+                 health_path: str = "/health", lab_pid_check: bool = True) -> None:
         self.name = name
         self.port = port
         self.env = env
         self.log_path = log_path
+        self.argv = argv or [sys.executable, "-m", f"lab_services.{name}"]
+        self.cwd = cwd
+        self.health_path = health_path
+        # The lab's services name their pid in /health; another implementation may not.
+        self.lab_pid_check = lab_pid_check
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -97,46 +116,78 @@ class ServiceProcess:
             return
         full_env = {**os.environ, **self.env, **(env or {})}
         with open(self.log_path, "ab") as logf:
-            logf.write(f"\n=== start #{self.starts + 1} at {time.strftime('%X')} ===\n".encode())
+            logf.write(f"\n=== start #{self.starts + 1} at {time.strftime('%X')}: "
+                       f"{' '.join(self.argv)} ===\n".encode())
             logf.flush()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", f"lab_services.{self.name}"],
-                env=full_env, stdout=logf, stderr=subprocess.STDOUT,
-                start_new_session=True,  # so Ctrl-C in a notebook reaches the lab, not the service
-            )
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv, cwd=self.cwd, env=full_env, stdout=logf,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # Ctrl-C in a notebook reaches the lab, not it
+                )
+            except OSError as exc:  # no such program, not executable, bad cwd
+                raise ServiceFailed(self.name, f"could not be started: {exc}",
+                                    self.log_tail()) from None
         self.starts += 1
 
+    def _ours(self, body: Any) -> bool:
+        # Another lab's service could hold this port for a moment: only ours counts. A pid
+        # named in /health must belong to our process's session (a wrapper script's child
+        # is fine); without one, a fixed port was checked free before we started.
+        pid = body.get("pid") if isinstance(body, dict) else None
+        if self.proc is None:
+            return False
+        if self.lab_pid_check:
+            return pid == self.proc.pid
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            try:
+                return pid == self.proc.pid or os.getsid(pid) == self.proc.pid
+            except OSError:
+                return False
+        return True
+
     def health(self) -> dict[str, Any] | None:
-        """The service's /health body, or None if it does not answer 200 (from this process)."""
+        """The service's health body (a dict), or None if it does not answer 200 (from us)."""
         try:
-            r = requests.get(self.url + "/health", timeout=2)
+            r = requests.get(self.url + self.health_path, timeout=2)
         except requests.RequestException:
             return None
         if r.status_code != 200:
             return None
-        body = r.json()
-        # Another lab's service could hold this port for a moment: only ours counts.
-        return body if self.proc is not None and body.get("pid") == self.proc.pid else None
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"body": r.text[:200]}
+        if not isinstance(body, dict):
+            body = {"body": body}
+        return body if self._ours(body) else None
 
     def wait_healthy(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Block until /health answers 200 (connected to the broker)."""
+        """Block until the health path answers 200; ServiceFailed if it exits or times out."""
         def healthy():
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
-                                   + self.log_tail())
+                raise ServiceFailed(self.name, f"exited with code {self.proc.returncode} "
+                                    "before it became healthy", self.log_tail())
             return self.health()
-        return wait_until(healthy, timeout, f"{self.name} service healthy on {self.url}",
-                          detail=self.log_tail)
+        try:
+            return wait_until(healthy, timeout, f"{self.name} service healthy on {self.url}")
+        except WaitTimeout:
+            raise ServiceFailed(self.name, f"did not answer 200 on {self.url}{self.health_path}"
+                                f" within {timeout:.0f} s", self.log_tail()) from None
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop gracefully with SIGTERM (escalate to SIGKILL after the timeout)."""
+        """Stop gracefully with SIGTERM to its process group (SIGKILL after the timeout)."""
         if not self.running:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+        # A wrapper script may exit before its child: make sure the group is gone.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def kill(self) -> None:
         """Kill at once with SIGKILL, as a crash would."""
@@ -160,65 +211,152 @@ class ServiceProcess:
 
 
 class Lab:
-    """The three services running against one broker, as a context manager."""
+    """An implementation's three services running against one broker, as a context manager.
 
-    def __init__(self, broker: Any, config: LabConfig | None = None, *,
+    Args:
+        broker: a started broker (harness.broker).
+        config: the lab's own knobs (white-box; they reach only the lab's own services).
+        impl: an Impl, a path to an impl.toml, or None for the lab's own services.
+        replicas: processes per service, e.g. {"inventory": 3}; replicas share the
+            service's data dir, and `services[name]` is the first of them.
+        workdir: folder for data dirs and logs (default: a temporary folder).
+    """
+
+    def __init__(self, broker: Broker, config: LabConfig | None = None, *,
+                 impl: Impl | str | Path | None = None, replicas: dict[str, int] | None = None,
                  workdir: str | Path | None = None, services: Iterable[str] = SERVICES,
-                 **overrides: Any) -> None:
+                 ports: dict[str, int] | None = None, **overrides: Any) -> None:
         self.broker = broker
         self.config = config or LabConfig(**overrides)
+        self.impl = resolve(impl)
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="rabbit-lab-")
-        self.workdir = Path(workdir or self._tmp.name)
+        self.workdir = Path(workdir or self._tmp.name).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.vhost = f"lab-{uuid.uuid4().hex[:8]}" if self._can_make_vhost() else None
-        self.amqp_url = with_vhost(broker.amqp_url, self.vhost) if self.vhost else broker.amqp_url
-        self.services: dict[str, ServiceProcess] = {}
+        # A vhost-blind implementation takes the broker's default vhost, which the lab
+        # empties first: give it a broker of its own (harness.grade does).
+        self.vhost = (f"lab-{uuid.uuid4().hex[:8]}"
+                      if self.impl.honours_vhost and self._can_make_vhost() else None)
+        self.processes: dict[str, list[ServiceProcess]] = {}
         self.started = False
         names = list(services)
-        for name, port in zip(names, free_ports(len(names)), strict=True):
-            env = {
-                "AMQP_URL": self.amqp_url,
-                "PORT": str(port),
-                "STORE_PATH": str(self.workdir / f"{name}.sqlite"),
-                "IDEMPOTENCY": self.config.idempotency,
-                "PREFETCH": str(self.config.prefetch),
-                "LAB_QUEUE_TYPE": self.config.queue_type,
-                "LOG_LEVEL": self.config.log_level,
-                "HOST": "127.0.0.1",
-                "PYTHONUNBUFFERED": "1",
-                "RECONNECT_MAX_DELAY": "2",
-                **({"INITIAL_STOCK": self.config.initial_stock}
-                   if self.config.initial_stock else {}),
-                **self.config.extra_env,
-            }
-            self.services[name] = ServiceProcess(name, int(env["PORT"]), env,
-                                                 self.workdir / f"{name}.log")
+        counts = {n: int((replicas or {}).get(n, 1)) for n in names}
+        for n, k in counts.items():
+            if k < 1:
+                raise ValueError(f"replicas of {n} must be at least 1, not {k}")
+            if k > 1 and self.impl.services[n].port is not None:
+                raise ValueError(f"{n} listens on the fixed port {self.impl.services[n].port}: "
+                                 "it cannot run as several replicas")
+        picked = iter(free_ports(sum(k for n, k in counts.items()
+                                     if self.impl.services[n].port is None)))
+        for name in names:
+            spec = self.impl.services[name]
+            data_dir = self.workdir / name
+            data_dir.mkdir(exist_ok=True)
+            procs = []
+            for i in range(counts[name]):
+                port = spec.port if spec.port is not None else next(picked)
+                # A wanted port (e.g. the documented 5001-5003) only if nobody holds it.
+                wanted = (ports or {}).get(name) if i == 0 and spec.port is None else None
+                if wanted and port_free(wanted):
+                    port = wanted
+                suffix = f"-{i + 1}" if counts[name] > 1 else ""
+                argv, cwd, env = render(spec, self._values(port, data_dir))
+                if spec.lab:
+                    env.update(self._lab_env())
+                elif self.config.initial_stock:  # the one knob the contract offers everyone
+                    env.setdefault("INITIAL_STOCK", self.config.initial_stock)
+                env.setdefault("PYTHONUNBUFFERED", "1")
+                procs.append(ServiceProcess(
+                    name, port, env, self.workdir / f"{name}{suffix}.log", argv=argv, cwd=cwd,
+                    health_path=spec.health_path, lab_pid_check=spec.lab))
+            self.processes[name] = procs
+
+    @property
+    def services(self) -> dict[str, ServiceProcess]:
+        """The first (or only) process of each service."""
+        return {name: procs[0] for name, procs in self.processes.items()}
+
+    def _values(self, port: int, data_dir: Path) -> dict[str, str]:
+        parts = urlsplit(self.amqp_url)
+        return {"amqp_url": self.amqp_url, "amqp_host": parts.hostname or "127.0.0.1",
+                "amqp_port": str(parts.port or 5672), "amqp_user": unquote(parts.username or ""),
+                "amqp_password": unquote(parts.password or ""), "vhost": self.vhost or "/",
+                "port": str(port), "data_dir": str(data_dir), "python": sys.executable}
+
+    def _lab_env(self) -> dict[str, str]:
+        return {
+            # Every node's address: the services fail over to a surviving node.
+            "AMQP_URLS": ",".join(self.amqp_urls),
+            "IDEMPOTENCY": self.config.idempotency,
+            "PREFETCH": str(self.config.prefetch),
+            "LAB_QUEUE_TYPE": self.config.queue_type,
+            "LOG_LEVEL": self.config.log_level,
+            "RECONNECT_MAX_DELAY": "2",
+            **({"INITIAL_STOCK": self.config.initial_stock}
+               if self.config.initial_stock else {}),
+            **self.config.extra_env,
+        }
+
+    def _all(self, name: str | None = None, replica: int | None = None) -> list[ServiceProcess]:
+        if name is None:
+            return [p for procs in self.processes.values() for p in procs]
+        procs = self.processes[name]
+        return procs if replica is None else [procs[replica]]
+
+    # ---- addresses -------------------------------------------------------------------------
+
+    def _in_vhost(self, url: str) -> str:
+        return with_vhost(url, self.vhost) if self.vhost else url
+
+    @property
+    def amqp_url(self) -> str:
+        """The lab's AMQP URL on a broker node that runs now (follows a cluster's failover)."""
+        return self._in_vhost(self.broker.amqp_url)
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The lab's AMQP URL on every broker node (one entry for a single node)."""
+        return [self._in_vhost(u) for u in self.broker.amqp_urls]
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def _can_make_vhost(self) -> bool:
-        return bool(self.config.own_vhost and getattr(self.broker, "management_url", None))
+        return bool(self.config.own_vhost and self.broker.management_url)
+
+    def _prepare_vhost(self) -> None:
+        from harness import admin
+        if self.vhost:
+            admin.create_vhost(self.broker, self.vhost)
+        elif not self.impl.honours_vhost and getattr(self.broker, "management_url", None):
+            # A fresh default vhost: nothing left over from an earlier run.
+            admin.delete_vhost(self.broker, "/")
+            admin.create_vhost(self.broker, "/")
 
     def start(self) -> Lab:
-        """Create the lab's vhost, start every service and wait until each is healthy."""
-        if self.vhost:
-            from harness import admin
-            admin.create_vhost(self.broker, self.vhost)
+        """Create the lab's vhost, start every service and wait until each is healthy.
+
+        Raises ServiceFailed (with the service's log tail) when one does not come up.
+        """
+        for proc in self._all():
+            if self.impl.services[proc.name].port is not None and not port_free(proc.port):
+                raise ServiceFailed(proc.name, f"cannot start: its fixed port {proc.port} is "
+                                    "taken by another program", "")
+        self._prepare_vhost()
         _live_labs.add(self)
         self.started = True
-        for svc in self.services.values():
+        for svc in self._all():
             svc.start()
-        for svc in self.services.values():
+        for svc in self._all():
             svc.wait_healthy(self.config.health_timeout)
-        log.info("lab up: %s (vhost %s, logs in %s)",
-                 ", ".join(f"{n} {s.url}" for n, s in self.services.items()),
+        log.info("lab up (%s): %s (vhost %s, logs in %s)", self.impl.name,
+                 ", ".join(f"{s.name} {s.url}" for s in self._all()),
                  self.vhost or "/", self.workdir)
         return self
 
     def close(self) -> None:
         """Stop every service and drop the lab's vhost (idempotent)."""
         _live_labs.discard(self)
-        for svc in self.services.values():
+        for svc in self._all():
             svc.stop()
         if self.vhost and self.started:
             self.started = False
@@ -243,25 +381,31 @@ class Lab:
 
     # ---- faults on services -----------------------------------------------------------------
 
-    def stop(self, name: str) -> None:
-        """Stop a service gracefully (SIGTERM)."""
-        self.services[name].stop()
+    def stop(self, name: str, replica: int | None = None) -> None:
+        """Stop a service (every replica, or one) gracefully (SIGTERM)."""
+        for p in self._all(name, replica):
+            p.stop()
 
-    def kill(self, name: str) -> None:
-        """Kill a service with SIGKILL."""
-        self.services[name].kill()
+    def kill(self, name: str, replica: int | None = None) -> None:
+        """Kill a service (every replica, or one) with SIGKILL."""
+        for p in self._all(name, replica):
+            p.kill()
 
-    def start_service(self, name: str, env: dict[str, str] | None = None, wait: bool = True):
+    def start_service(self, name: str, env: dict[str, str] | None = None, wait: bool = True,
+                      replica: int | None = None) -> None:
         """Start a stopped service (optionally with extra environment) and wait for health."""
-        svc = self.services[name]
-        svc.start(env)
+        procs = self._all(name, replica)
+        for p in procs:
+            p.start(env)
         if wait:
-            svc.wait_healthy(self.config.health_timeout)
+            for p in procs:
+                p.wait_healthy(self.config.health_timeout)
 
-    def restart(self, name: str, env: dict[str, str] | None = None) -> None:
+    def restart(self, name: str, env: dict[str, str] | None = None,
+                replica: int | None = None) -> None:
         """Stop then start a service, waiting until it is healthy again."""
-        self.stop(name)
-        self.start_service(name, env)
+        self.stop(name, replica)
+        self.start_service(name, env, replica=replica)
 
     # ---- HTTP helpers -----------------------------------------------------------------------
 

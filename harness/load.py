@@ -1,10 +1,17 @@
-"""Drive load: place N orders at a steady rate and concurrency, with a reproducible item mix."""
+"""Drive load: place N orders at a steady rate and concurrency, with a reproducible item mix.
+
+The client behaves as a real one does when asked to: it sends an `Idempotency-Key` per
+order and keeps it across retries, retries 503s and connection errors, confirms a 202 by
+reading the order back, and gives up after a bound on attempts and on time.
+"""
 
 from __future__ import annotations
 
 import random
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +39,11 @@ class LoadSpec:
     items: tuple[str, ...] = DEFAULT_ITEMS
     user_prefix: str = "student"
     retry_unavailable_for: float = 0.0  # seconds to keep retrying a 503 / refused connection
+    max_attempts: int = 200  # a second bound on retries, whatever the time bound
+    idempotency_key: bool = False  # send an Idempotency-Key header, the same on every retry
+    unique_users: bool = False  # one user id per order, to tell orders apart on the server
+    confirm_accepted: bool = False  # on 202, read the order back (GET /order/<id>)
+    timeout_s: float = 15.0  # per HTTP request
     progress: bool = True
     description: str = "placing orders"
 
@@ -44,15 +56,40 @@ def order_mix(spec: LoadSpec) -> list[dict[str, Any]]:
         chosen = rng.sample(spec.items, k=rng.randint(1, min(spec.max_lines, len(spec.items))))
         lines = [{"item_id": item, "quantity": rng.randint(1, spec.max_quantity),
                   "price": DEFAULT_CATALOGUE.get(item, ("", 0, 1.0))[2]} for item in chosen]
-        orders.append({"user_id": f"{spec.user_prefix}-{i % 50:02d}", "items": lines})
+        user = (f"{spec.user_prefix}-{spec.seed}-{i:06d}" if spec.unique_users
+                else f"{spec.user_prefix}-{i % 50:02d}")
+        orders.append({"user_id": user, "items": lines})
     return orders
 
 
-def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None) -> pd.DataFrame:
+def _backoff(attempt: int) -> float:
+    return min(0.2 * attempt, 1.0)
+
+
+def _confirm(session: requests.Session, order_url: str, order_id: str, spec: LoadSpec,
+             give_up: float) -> int | None:
+    """Read an order answered 202 back until the service knows it; the last GET status."""
+    status: int | None = None
+    for attempt in range(1, spec.max_attempts + 1):
+        try:
+            status = session.get(f"{order_url}/order/{order_id}", timeout=spec.timeout_s
+                                 ).status_code
+        except requests.RequestException:
+            status = None
+        if status == 200 or time.monotonic() >= give_up:
+            break
+        time.sleep(_backoff(attempt))
+    return status
+
+
+def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None,
+                 on_accepted: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
     """Place the spec's orders against `order_url` (the order service base URL).
 
     Returns one row per order: when it was sent and answered (seconds since t0, monotonic),
-    the HTTP status, the order id if accepted, and how many attempts it took.
+    the HTTP status of every attempt, the order id if accepted (201 or 202), and how many
+    attempts it took. `on_accepted` is called (from a worker thread) with each accepted
+    order's body, the first time it is accepted.
     """
     t0 = time.monotonic() if t0 is None else t0
     orders = order_mix(spec)
@@ -74,21 +111,44 @@ def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None) -> 
             if delay > 0:
                 time.sleep(delay)
         body = orders[i]
+        key = uuid.uuid4().hex if spec.idempotency_key else None
+        headers = {"Idempotency-Key": key} if key else {}
         sent = time.monotonic()
         attempts, status, answer, err = 0, None, None, None
+        statuses: list[int | None] = []
+        order_ids: list[str] = []
         give_up = sent + spec.retry_unavailable_for
         while True:
             attempts += 1
             try:
-                r = session().post(order_url + "/order", json=body, timeout=15)
-                status, answer, err = r.status_code, r.json(), None
-            except (requests.RequestException, ValueError) as exc:
+                r = session().post(order_url + "/order", json=body, headers=headers,
+                                   timeout=spec.timeout_s)
+                status, err = r.status_code, None
+                try:
+                    answer = r.json()
+                except ValueError:
+                    answer, err = None, "answer not JSON"
+            except requests.RequestException as exc:
                 status, answer, err = None, None, exc.__class__.__name__
-            retryable = status is None or status == 503
-            if not retryable or time.monotonic() >= give_up:
+            statuses.append(status)
+            if status in (201, 202) and isinstance(answer, dict) and answer.get("order_id"):
+                if not order_ids and on_accepted is not None:
+                    on_accepted(answer)
+                if answer["order_id"] not in order_ids:
+                    order_ids.append(answer["order_id"])
+            # 503: the broker cannot take it now; 409: an earlier attempt with this key is
+            # still in progress (its answer was lost to a timeout). Both say: try again.
+            retryable = status is None or status in (503, 409)
+            if not retryable or time.monotonic() >= give_up or attempts >= spec.max_attempts:
                 break
-            time.sleep(min(0.2 * attempts, 1.0))
+            time.sleep(_backoff(attempts))
+        confirmed = None
+        if status == 202 and spec.confirm_accepted and order_ids:
+            confirmed = _confirm(session(), order_url, order_ids[-1], spec,
+                                 max(give_up, time.monotonic() + spec.timeout_s))
         answered = time.monotonic()
+        accepted = bool(order_ids)
+        last = answer if isinstance(answer, dict) else {}
         with bar_lock:
             bar.update(1)
         return {
@@ -97,13 +157,17 @@ def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None) -> 
             "t_answered": answered - t0,
             "http_ms": (answered - sent) * 1000,
             "status": status,
-            "accepted": status == 201,
-            "order_id": answer.get("order_id") if status == 201 and answer else None,
-            "created_at": answer.get("created_at") if status == 201 and answer else None,
+            "accepted": accepted,  # 201, or 202: stored in the outbox, published later
+            "order_id": order_ids[0] if accepted else None,
+            "created_at": last.get("created_at") if accepted else None,
             "user_id": body["user_id"],
             "items": body["items"],
             "attempts": attempts,
-            "error": err or (answer.get("error") if isinstance(answer, dict) else None),
+            "statuses": " ".join("-" if s is None else str(s) for s in statuses),
+            "order_ids": " ".join(order_ids),
+            "idempotency_key": key,
+            "confirmed_status": confirmed,
+            "error": err or last.get("error"),
         }
 
     with ThreadPoolExecutor(max_workers=max(1, spec.concurrency)) as pool:

@@ -302,6 +302,8 @@ def measure_backlog_drain(result: Any, *, queue: str = "order_placed",
     times); the start-up delay is the time from the restart command to the first decision,
     less one service time.
     """
+    # A DrainSummary (harness.scenarios.summary), read by attribute: a renamed field fails
+    # here loudly instead of reading as None.
     summary, frames, timeline = result.summary, result.frames, result.timeline
     stopped = _timeline_time(timeline, ("stop", "kill"), consumer)
     restarted = _timeline_time(timeline, ("start", "restart"), consumer)
@@ -316,17 +318,17 @@ def measure_backlog_drain(result: Any, *, queue: str = "order_placed",
     if {"t_notified", "notify_ms"} <= set(lat.columns):
         decided = (lat["t_notified"] - lat["notify_ms"] / 1000).dropna().to_numpy(float)
         decided = decided[decided >= restarted]
-    rate = summary.get("drain_rate_msg_s")
+    rate = summary.drain_rate_msg_s
     if not rate:
         rate = (service_rate_from_decisions(decided) if len(decided) >= 2
                 else service_rate_from_depth(depth, start=restarted))
     rate = float(rate)
     startup = max(0.0, float(decided.min()) - restarted - 1 / rate) if len(decided) else 0.0
-    drained = summary.get("time_to_empty_s")
+    drained = summary.time_to_empty_s
     if drained is None and len(decided):
         drained = float(decided.max()) - restarted
-    backlog = summary.get("backlog_peak") or int(len(arrivals))
+    backlog = summary.backlog_peak or int(len(arrivals))
     return DrainMeasurement(
-        service_rate=rate, backlog=int(backlog), prefetch=int(summary.get("prefetch") or 0),
+        service_rate=rate, backlog=int(backlog), prefetch=int(summary.prefetch or 0),
         arrivals=arrivals, outage=Outage(stopped, restarted), startup_delay=startup,
         drain_time_s=float(drained) if drained is not None else math.nan, depth=depth)

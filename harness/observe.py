@@ -14,12 +14,14 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 import pika
+import pika.exceptions
 
 from lab_services import events
 from lab_services import topology as topo
@@ -27,7 +29,9 @@ from lab_services import topology as topo
 log = logging.getLogger(__name__)
 
 LAB_QUEUES = (topo.ORDER_PLACED, topo.INVENTORY_RESERVED, topo.INVENTORY_FAILED,
-              topo.ORDER_STATUS, topo.DLQ)
+              topo.ORDER_STATUS, topo.DLQ,
+              # the order's retry tiers, so that a poison order's waits show on the charts
+              *(topo.retry_queue(n) for n in range(1, len(topo.RETRY_DELAYS_MS) + 1)))
 
 
 @dataclass
@@ -61,13 +65,14 @@ class Timeline:
 class QueueSampler:
     """A background thread that samples every lab queue's depth at a fixed interval."""
 
-    def __init__(self, broker: Any, amqp_url: str, vhost: str | None, t0: float, *,
+    def __init__(self, broker: Any, amqp_url: str | Callable[[], str], vhost: str | None,
+                 t0: float, *,
                  interval: float = 0.25, queues: tuple[str, ...] = LAB_QUEUES,
                  source: str = "auto") -> None:
         self.broker, self.amqp_url, self.vhost, self.t0 = broker, amqp_url, vhost or "/", t0
         self.interval, self.queues = interval, queues
         if source == "auto":
-            source = "management" if getattr(broker, "management_url", None) else "declare"
+            source = "management" if broker.management_url else "declare"
         self.source = source
         self.rows: list[dict[str, Any]] = []
         self.costs: list[float] = []
@@ -119,14 +124,22 @@ class QueueSampler:
         # Unacked counts exist only in the management statistics, which lag by about the
         # statistics interval; both readings are kept so the lag itself can be shown.
         if self._conn is None or not self._conn.is_open:
-            self._conn = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+            # A callable URL follows a cluster's live nodes: after a node dies, the next
+            # connection goes to a survivor.
+            url = self.amqp_url() if callable(self.amqp_url) else self.amqp_url
+            self._conn = pika.BlockingConnection(pika.URLParameters(url))
             self._ch = None
         if self._ch is None or not self._ch.is_open:
             self._ch = self._conn.channel()  # kept: a channel costs two round trips
-        exact = {}
+        exact: dict[str, tuple[int | None, int | None]] = {}
         for q in self.queues:
-            ok = self._ch.queue_declare(q, passive=True).method
-            exact[q] = (ok.message_count, ok.consumer_count)
+            try:
+                ok = self._ch.queue_declare(q, passive=True).method
+                exact[q] = (ok.message_count, ok.consumer_count)
+            except pika.exceptions.ChannelClosedByBroker:
+                # Not declared (yet) by the implementation: no reading, and a new channel.
+                exact[q] = (None, None)
+                self._ch = self._conn.channel()
         stats: dict[str, Any] = {}
         if self.source == "management":
             from harness import admin
@@ -162,11 +175,13 @@ def latency_frame(notifications: list[dict[str, Any]], accepted: pd.DataFrame | 
     """Per-order latency in ms from the events' own timestamps: placed->reserved->notified."""
     rows = []
     for n in notifications:
-        if not n.get("order_timestamp"):
+        # Another implementation may leave the timestamps out, or write them its own way.
+        try:
+            placed = events.parse_timestamp(n["order_timestamp"])
+            decided = events.parse_timestamp(n["outcome_timestamp"])
+            notified = events.parse_timestamp(n["notified_at"])
+        except (KeyError, TypeError, ValueError, AttributeError):
             continue
-        placed = events.parse_timestamp(n["order_timestamp"])
-        decided = events.parse_timestamp(n["outcome_timestamp"])
-        notified = events.parse_timestamp(n["notified_at"])
         rows.append({
             "order_id": n["order_id"],
             "status": n.get("status"),

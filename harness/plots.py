@@ -6,15 +6,51 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from lab_services.crashpoints import POINTS
 
 # Figures are built without pyplot: no global state, no stray windows, safe off the main
 # thread; a notebook shows a returned Figure, the report saves it as PNG.
 
+def count_axis(ax: Axes, bars: bool = True) -> None:
+    """Whole numbers on a count axis, and every bar labelled with its count (zero too)."""
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1] * 1.1))
+    if bars:
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%d", fontsize=8)
+
+
 FAULT_COLOURS = {"stop": "tab:orange", "kill": "tab:red", "restart": "tab:green",
                  "start": "tab:green", "crash": "tab:red", "inject": "tab:purple"}
+
+
+PLAIN = {"stop": "{} stopped", "kill": "{} killed", "start": "{} started",
+         "restart": "{} restarted", "crash": "{} crashed", "hold": "backlog waits in {}",
+         "ready": "{} ready again", "healthy": "{} reconnected",
+         "inject duplicate": "duplicate sent", "inject malformed": "malformed message sent",
+         "inject poison": "poison order placed"}
+
+
+def plain_label(kind: str, target: str) -> str:
+    """A timeline event in plain words ("inventory stopped", not "stop inventory")."""
+    if kind not in PLAIN:
+        return f"{kind} {target}".strip()
+    return PLAIN[kind].format(target) if "{}" in PLAIN[kind] else PLAIN[kind]
+
+
+def _outages(timeline: pd.DataFrame) -> list[tuple[float, float | None]]:
+    """(broker stopped or killed, broker ready again) pairs; None if it never came back."""
+    spans: list[tuple[float, float | None]] = []
+    down = None
+    for _, row in timeline.sort_values("t").iterrows():
+        if row["target"] == "broker" and row["kind"] in ("stop", "kill") and down is None:
+            down = row["t"]
+        elif row["target"] == "broker" and row["kind"] == "ready" and down is not None:
+            spans.append((down, row["t"]))
+            down = None
+    return spans + ([(down, None)] if down is not None else [])
 
 
 def _fault_groups(timeline: pd.DataFrame, window: float) -> list[tuple[float, str, str]]:
@@ -31,7 +67,7 @@ def _fault_groups(timeline: pd.DataFrame, window: float) -> list[tuple[float, st
     marks = []
     for t, kind, target, n in groups:
         colour = next((c for k, c in FAULT_COLOURS.items() if kind.startswith(k)), "tab:gray")
-        label = f"{kind} {target}".strip() + (f" ×{n}" if n > 1 else "")
+        label = plain_label(kind, target or "services") + (f" ×{n}" if n > 1 else "")
         marks.append((t, colour, label))
     return marks
 
@@ -41,6 +77,13 @@ def mark_faults(ax: Axes, timeline: pd.DataFrame | None) -> None:
     if timeline is None or timeline.empty:
         return
     left, right = ax.get_xlim()
+    # Every fault on the chart, even one after the last data point (e.g. "broker ready").
+    left = min(left, float(timeline["t"].min()))
+    right = max(right, float(timeline["t"].max()) + 0.03 * (right - left))
+    for i, (down, up) in enumerate(_outages(timeline)):  # from the kill until it is ready
+        ax.axvspan(down, right if up is None else up, color="tab:red", alpha=0.1,
+                   label=None if i else "broker down")
+    ax.set_xlim(left, right)
     marks = _fault_groups(timeline, window=0.02 * (right - left))
     for i, (t, colour, label) in enumerate(marks):
         ax.axvline(t, color=colour, linestyle="--", linewidth=1, alpha=0.8)
@@ -83,10 +126,13 @@ def latency_cdf(latency: pd.DataFrame, *, title: str | None = None) -> Figure:
     ax = fig.subplots()
     hops = {"inventory_ms": "placed -> inventory decided", "notify_ms": "decided -> notified",
             "end_to_end_ms": "placed -> notified (end to end)"}
+    styles = {"inventory_ms": "-", "notify_ms": "--", "end_to_end_ms": ":"}
     for col, label in hops.items():
         values = np.sort(latency[col].dropna().to_numpy())
-        if len(values):
-            ax.plot(values, np.arange(1, len(values) + 1) / len(values), label=label)
+        if len(values):  # distinct line styles: a hop close to the total stays visible
+            ax.plot(values, np.arange(1, len(values) + 1) / len(values), styles[col],
+                    linewidth=2.2 if col == "end_to_end_ms" else 1.5,
+                    label=f"{label}: median {np.median(values):.1f} ms")
     if "end_to_end_ms" in latency and latency["end_to_end_ms"].notna().any():
         p99 = latency["end_to_end_ms"].quantile(0.99)
         ax.axvline(p99, color="gray", linestyle=":", label=f"end-to-end p99 = {p99:.1f} ms")
@@ -94,9 +140,16 @@ def latency_cdf(latency: pd.DataFrame, *, title: str | None = None) -> Figure:
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a log axis
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of orders")
-    ax.set_title(title or "Latency per hop: most of the time is spent waiting in queues")
+    if title is None and latency.get("end_to_end_ms", pd.Series(dtype=float)).notna().any():
+        title = (f"{len(latency)} orders: median {latency['end_to_end_ms'].median():.1f} ms "
+                 "end to end")
+    ax.set_title(title or "Latency per hop")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    else:  # notifications without timestamps (another implementation): say so on the chart
+        ax.text(0.5, 0.5, "no per-hop timestamps in the notifications", ha="center",
+                va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
 
@@ -106,11 +159,15 @@ def double_reservations_chart(table: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
     pivot = table.pivot(index="mode", columns="case", values="double_reservations")
-    pivot = pivot.reindex([m for m in ("off", "memory", "sqlite") if m in pivot.index])
+    known = ("off", "memory", "sqlite")
+    pivot = pivot.reindex([m for m in known if m in pivot.index]
+                          + [m for m in pivot.index if m not in known])
     pivot.plot.bar(ax=ax, rot=0)
+    count_axis(ax)
     ax.set_xlabel("idempotency mode of the inventory service")
     ax.set_ylabel("orders whose stock was reserved twice")
-    ax.set_title("Duplicates: only a durable, transactional record reserves exactly once")
+    clean = [m for m in pivot.index if (pivot.loc[m].fillna(0) == 0).all()]
+    ax.set_title(f"Duplicates: {', '.join(clean) or 'no mode'} reserved every order once")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
@@ -145,6 +202,7 @@ def outcome_table_chart(table: pd.DataFrame, value: str, title: str, ylabel: str
     pivot = pivot.reindex([p for p in POINTS if p in pivot.index])
     pivot = pivot[[m for m in ("off", "memory", "skip", "sqlite") if m in pivot.columns]]
     pivot.plot.bar(ax=ax, rot=0)
+    count_axis(ax)
     ax.set_xlabel("where the inventory crashed")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -163,9 +221,10 @@ def throughput_chart(load: pd.DataFrame, latency: pd.DataFrame,
     done = latency["t_notified"].dropna() if "t_notified" in latency else pd.Series(dtype=float)
     end = max([ok.max() if len(ok) else 0, done.max() if len(done) else 0]) + bin_s
     bins = np.arange(0, end + bin_s, bin_s)
-    for series, label in ((ok, "accepted (HTTP 201)"), (done, "notified")):
-        counts, edges = np.histogram(series, bins=bins)
-        ax.step(edges[:-1], counts / bin_s, where="post", label=label)
+    for series, label, style in ((ok, "accepted (HTTP 201/202)", "-"), (done, "notified", "--")):
+        counts, edges = np.histogram(series, bins=bins)  # dashed: visible where they coincide
+        ax.step(edges[:-1], counts / bin_s, style, where="post", label=label,
+                linewidth=2.2 if style == "-" else 1.4)
     ax.set_xlabel("time since run start (s)")
     ax.set_ylabel("orders per second")
     ax.set_title(title)
@@ -182,14 +241,19 @@ def http_chart(load: pd.DataFrame, timeline: pd.DataFrame | None = None) -> Figu
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
     ok = load[load["accepted"]]
-    ax.scatter(ok["t_sent"], ok["http_ms"], s=6, label="accepted (201)")
+    created, later = ok[ok["status"] == 201], ok[ok["status"] == 202]
+    ax.scatter(created["t_sent"], created["http_ms"], s=6, label="created (201)")
+    ax.scatter(later["t_sent"], later["http_ms"], s=10, marker="s", color="tab:purple",
+               label="accepted, published later (202)")
     retried = ok[ok["attempts"] > 1]
-    ax.scatter(retried["t_sent"], retried["http_ms"], s=10, color="tab:orange",
-               label="accepted after 503 retries")
+    ax.scatter(retried["t_sent"], retried["http_ms"], s=14, marker="x", color="tab:orange",
+               label="accepted only after 503 retries")
     ax.set_yscale("log")
     ax.set_xlabel("time the order was first sent (s)")
     ax.set_ylabel("time until accepted (ms, log)")
-    ax.set_title("During the outage the API refuses (503) instead of losing orders")
+    ax.set_title(f"{len(ok)} of {len(load)} accepted: {len(later)} with 202, {len(retried)} "
+                 f"after 503 retries; longest {ok['http_ms'].max() / 1000:.1f} s"
+                 if len(ok) else "no order accepted")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     mark_faults(ax, timeline)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.check import Verdict
+from harness.check import Check, Verdict
 
 
 def run_folder(out: str | Path, scenario: str) -> Path:
@@ -41,12 +42,13 @@ class ScenarioResult:
     """What a scenario measured and concluded, renderable in a notebook and on disk."""
 
     name: str
-    summary: dict[str, Any]
+    summary: Mapping[str, Any]  # a typed Summary (harness.scenarios.summary) or a dict
     verdict: Verdict
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     timeline: pd.DataFrame = field(default_factory=pd.DataFrame)
     figures: dict[str, Figure] = field(default_factory=dict)
     run_dir: Path | None = None
+    checks: list[Check] = field(default_factory=list)  # the report card's rows (black-box)
 
     @property
     def valid(self) -> bool:
@@ -61,8 +63,10 @@ class ScenarioResult:
         self.timeline.to_csv(run_dir / "faults.csv", index=False)
         for name, fig in self.figures.items():
             fig.savefig(run_dir / f"{name}.png", dpi=110)
-        summary = {**self.summary, "verdict": self.verdict.to_dict(),
+        plain = self.summary.to_dict() if hasattr(self.summary, "to_dict") else self.summary
+        summary = {**plain, "verdict": self.verdict.to_dict(),
                    "valid": self.verdict.valid,
+                   "checks": [c.to_dict() for c in self.checks],
                    "files": sorted(p.name for p in run_dir.iterdir() if p.is_file())}
         (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
         self.run_dir = run_dir

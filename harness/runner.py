@@ -14,6 +14,7 @@ import pandas as pd
 from harness import amqp
 from harness.check import Verdict, check_run
 from harness.faults import Faults
+from harness.impl import Impl, resolve
 from harness.lab import Lab, LabConfig
 from harness.load import LoadSpec, place_orders
 from harness.observe import QueueSampler, Timeline, latency_frame, percentiles
@@ -49,7 +50,8 @@ class Run:
     queue depth, keeps the fault timeline, and leaves a run folder with the service logs."""
 
     def __init__(self, scenario: str, broker: Any, *, out: str | Path = "runs",
-                 lab: LabConfig | None = None, sample_interval: float = 0.25,
+                 lab: LabConfig | None = None, impl: Impl | str | Path | None = None,
+                 replicas: dict[str, int] | None = None, sample_interval: float = 0.25,
                  progress: bool = True, **lab_overrides: Any) -> None:
         self.scenario = scenario
         self.run_dir = run_folder(out, scenario)
@@ -57,19 +59,25 @@ class Run:
         self._stack = ExitStack()
         self.broker = broker
         self.lab_config = lab or LabConfig(**lab_overrides)
+        self.impl = resolve(impl)
+        self.replicas = replicas
         self.sample_interval = sample_interval
         self.timeline = Timeline()
         self.t0 = self.timeline.t0
         self.lab: Lab | None = None
         self.sampler: QueueSampler | None = None
         self.faults: Faults | None = None
+        # Services found dead when the state was read: name -> (exit code, log tail).
+        self.died: dict[str, tuple[int | None, str]] = {}
 
     def __enter__(self) -> Run:
         try:
-            self.lab = Lab(self.broker, self.lab_config, workdir=self.run_dir / "services")
+            self.lab = Lab(self.broker, self.lab_config, impl=self.impl, replicas=self.replicas,
+                           workdir=self.run_dir / "services")
             self._stack.callback(self._close_lab)
             self.lab.start()
-            self.sampler = QueueSampler(self.broker, self.lab.amqp_url, self.lab.vhost, self.t0,
+            self.sampler = QueueSampler(self.broker, lambda: self.lab.amqp_url, self.lab.vhost,
+                                        self.t0,
                                         interval=self.sample_interval)
             self._stack.callback(self.sampler.stop)
             self.sampler.start()
@@ -83,8 +91,8 @@ class Run:
         self._stack.close()
 
     def _close_lab(self) -> None:
-        keep_logs(self.run_dir / "services", self.run_dir)
         self.lab.close()
+        keep_logs(self.run_dir / "services", self.run_dir)
 
     # ---- driving ---------------------------------------------------------------------------
 
@@ -98,10 +106,20 @@ class Run:
         time.sleep(seconds)
 
     def wait_notified(self, order_ids: list[str], timeout: float) -> bool:
-        """Wait (bounded) for every order's notification; say whether all arrived."""
+        """Wait (bounded) for every order's notification; say whether all arrived.
+
+        Stops early when a service process has died: nothing more will arrive then.
+        """
+        wanted = set(order_ids)
+
+        def done() -> str | None:
+            if any(not s.running for s in self.lab.services.values()):
+                return "a service died"
+            seen = {n["order_id"] for n in self.lab.notifications()}
+            return "all notified" if wanted <= seen else None
+
         try:
-            self.lab.wait_notified(order_ids, timeout)
-            return True
+            return wait_until(done, timeout, f"{len(wanted)} orders notified") == "all notified"
         except WaitTimeout as exc:
             log.warning("%s", exc)
             return False
@@ -116,11 +134,26 @@ class Run:
     # ---- judging -----------------------------------------------------------------------------
 
     def collect(self) -> RunState:
-        """Read what the services and the DLQ hold now (the DLQ is only looked at)."""
+        """Read what the services and the DLQ hold now (the DLQ is only looked at).
+
+        A service that has died reads as empty, and is noted in `died`: the checks then say
+        what its death cost, and the report card says that it died.
+        """
         lab = self.lab
+
+        def read(name: str, fetch: Any, empty: Any) -> Any:
+            svc = lab.services[name]
+            if not svc.running:
+                self.died.setdefault(name, (svc.exit_code, svc.log_tail(8)))
+                return empty
+            return fetch()
+
         return RunState(
-            orders=lab.orders(), inventory=lab.inventory(), ledger=lab.reservations(),
-            notifications=lab.notifications(), dlq=amqp.read_queue(lab.amqp_url, topo.DLQ),
+            orders=read("order", lab.orders, []),
+            inventory=read("inventory", lab.inventory, {}),
+            ledger=read("inventory", lab.reservations, {"reservations": [], "outcomes": []}),
+            notifications=read("notification", lab.notifications, []),
+            dlq=amqp.read_queue(lab.amqp_url, topo.DLQ),
             health={name: svc.health() for name, svc in lab.services.items()},
         )
 
@@ -132,11 +165,12 @@ class Run:
 
     def base_summary(self, load: pd.DataFrame, state: RunState, verdict: Verdict,
                      latency: pd.DataFrame) -> dict[str, Any]:
-        """The fields every scenario's summary.json has."""
+        """The fields every scenario's summary has (the keyword arguments of RunSummary)."""
         c = verdict.counts
         return {
             "scenario": self.scenario,
-            "broker": {"provider": getattr(self.broker, "provider", "?"),
+            "impl": self.impl.name,
+            "broker": {"provider": self.broker.provider,
                        "version": _broker_version(self.broker)},
             "orders_requested": int(len(load)),
             "orders_placed": c["orders_placed"],

@@ -1,0 +1,105 @@
+"""The lab against another implementation (the naive one): HTTP intake and latency at 50/s.
+
+Each measurement starts the implementation in a Lab of its own on the same broker, so the
+two sides see the same node in the same run. Intake is driven by wrk (harness.bench_http);
+latency uses the Python client at a paced open-loop rate and the notifications' own
+timestamps (order placed -> outcome -> notified), as harness.observe does for scenarios.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness import amqp
+from harness.bench_http import SHAPES, run_wrk, write_script
+from harness.brokers import Broker
+from harness.impl import Impl
+from harness.lab import Lab, LabConfig
+from harness.load import LoadSpec, order_mix, place_orders
+from harness.observe import latency_frame, percentiles
+from harness.waiting import WaitTimeout, wait_until
+from lab_services import topology as topo
+
+log = logging.getLogger(__name__)
+
+PLENTY = "10000000"
+NAIVE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "naive" / "impl.toml"
+
+
+def _config() -> LabConfig:
+    return LabConfig(initial_stock=PLENTY, log_level="WARNING")
+
+
+def _settle(lab: Lab, timeout: float) -> None:
+    """Let the consumers catch up with what the last run queued (bounded; a miss is logged)."""
+    try:
+        wait_until(lambda: amqp.depth(lab.amqp_url, topo.ORDER_PLACED) == 0, timeout,
+                   "order_placed drained between intake runs", interval=0.2)
+    except WaitTimeout as exc:
+        log.warning("%s: %s", lab.impl.name, exc)
+
+
+def _py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    try:
+        return subprocess.Popen(["py-spy", "record", "-p", str(pid), "--format", "raw",
+                                 "--rate", "200", "-d", str(max(1, round(seconds))),
+                                 "-o", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        log.warning("py-spy not available: %s", exc)
+        return None
+
+
+def intake(broker: Broker, impl: Impl | str | Path | None, folder: Path, *,
+           seconds: float = 5.0, shapes: tuple[tuple[int, int], ...] = SHAPES,
+           profile_to: Path | None = None) -> dict[str, Any]:
+    """POST /order flat out with wrk, for each (threads, connections); requests/s and statuses.
+
+    With `profile_to`, py-spy samples the order service during the last (busiest) shape.
+    """
+    order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
+    script = write_script(folder, order)
+    runs = []
+    with Lab(broker, _config(), impl=impl) as lab:
+        url = lab.url("order") + "/order"
+        for i, (threads, conns) in enumerate(shapes):
+            if i:
+                _settle(lab, 60 + 2 * seconds)
+            spy = None
+            if profile_to is not None and i == len(shapes) - 1:
+                spy = _py_spy(lab.services["order"].proc.pid, profile_to, seconds)
+            runs.append(run_wrk(url, script, threads=threads, connections=conns,
+                                seconds=seconds).to_dict())
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+        name = lab.impl.name
+    return {"impl": name, "script": script.name, "runs": runs,
+            **({"profile": str(profile_to)} if profile_to is not None else {})}
+
+
+def latency_at(broker: Broker, impl: Impl | str | Path | None, *, orders: int = 500,
+               rate: float = 50.0) -> dict[str, Any]:
+    """End-to-end latency (placed -> notified) at a paced `rate`: p50, p95, p99, max in ms."""
+    with Lab(broker, _config(), impl=impl) as lab:
+        # Enough workers that a slow answer does not hold back the pacing (open loop).
+        load = place_orders(lab.url("order"), LoadSpec(orders=orders, rate=rate,
+                                                       concurrency=16, seed=7,
+                                                       progress=False))
+        ids = load.loc[load["accepted"], "order_id"].tolist()
+        notes = lab.wait_notified(ids, 120 + orders / 10)
+        name = lab.impl.name
+    lat = latency_frame([n for n in notes if n["order_id"] in set(ids)], load)
+    statuses = load["status"].value_counts(dropna=False)
+    return {"impl": name, "rate_orders_s": rate, "orders": orders,
+            "accepted": len(ids), "measured": int(lat["end_to_end_ms"].notna().sum()),
+            "statuses": {str(k): int(v) for k, v in statuses.items()},
+            "end_to_end_ms": percentiles(lat["end_to_end_ms"]),
+            # Where the end-to-end time goes: the inventory's hop, then the notification's.
+            "placed_to_decided_ms": percentiles(lat["inventory_ms"]),
+            "decided_to_notified_ms": percentiles(lat["notify_ms"]),
+            "http_ms": percentiles(load["http_ms"])}

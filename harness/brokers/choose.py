@@ -1,0 +1,107 @@
+"""The provider choice, in one place: auto | local | local-cluster | local:N | docker | URL."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.brokers.base import Broker, BrokerSettings, BrokerUnavailable
+from harness.brokers.cluster import MAX_NODES, LocalCluster
+from harness.brokers.docker import DockerBroker, docker_available
+from harness.brokers.local import LocalBroker, find_server_script, no_script
+from harness.brokers.netns import netns_available
+from harness.brokers.url import UrlBroker
+
+# The historical logger name: users and tests filter on "harness.broker".
+log = logging.getLogger("harness.broker")
+
+KINDS = "auto, local, local-cluster, local:N (N nodes), docker, url or an amqp:// URL"
+
+
+def parse_kind(kind: str) -> tuple[str, int]:
+    """(provider, nodes) for a --broker value; a URL gives ("url", 1).
+
+    `local-cluster` is `local:3`; `local:1` is `local`.
+    """
+    kind = kind.strip()
+    if kind.startswith(("amqp://", "amqps://")):
+        return "url", 1
+    if kind == "local-cluster":
+        return "local-cluster", 3
+    if m := re.fullmatch(r"local:(\d{1,2})", kind):
+        n = int(m.group(1))
+        if not 1 <= n <= MAX_NODES:
+            raise ValueError(f"local:N takes 1..{MAX_NODES} nodes, not {n}")
+        return ("local", 1) if n == 1 else ("local-cluster", n)
+    if kind in ("auto", "local", "docker", "url"):
+        return kind, 1
+    raise ValueError(f"--broker must be {KINDS}, not {kind!r}")
+
+
+def _use_netns(mode: str) -> tuple[bool, str]:
+    """Whether a local cluster runs in network namespaces, and why."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"LAB_CLUSTER_NETNS must be auto, on or off, not {mode!r}")
+    if mode == "off":
+        return False, "namespaces off: nodes on loopback, no partitions"
+    ok, why = netns_available()
+    if not ok and mode == "on":
+        raise BrokerUnavailable(f"network namespaces were asked for, but {why}")
+    return ok, ("each node in its own network namespace" if ok
+                else f"nodes on loopback, no partitions ({why})")
+
+
+def choose(kind: str, url: str | None, settings: BrokerSettings,
+           workdir: str | Path | None) -> tuple[Broker, str]:
+    """The (not yet started) broker for `kind`, and why it was chosen."""
+    provider, nodes = parse_kind(kind)
+    if provider == "url":
+        url = kind if kind.startswith(("amqp://", "amqps://")) else url
+        if not url:
+            raise ValueError("kind='url' needs url=... or the AMQP_URL environment variable")
+        return UrlBroker(url, settings), "a URL was given"
+    if provider == "local":
+        return LocalBroker(settings, workdir), "asked for local"
+    if provider == "local-cluster":
+        netns, why = _use_netns(settings.cluster_netns)
+        return (LocalCluster(settings, workdir, size=nodes, netns=netns),
+                f"asked for {nodes} local nodes; {why}")
+    if provider == "docker":
+        ok, why = docker_available(settings.docker_ping_timeout)
+        if not ok:
+            raise BrokerUnavailable(why)
+        return DockerBroker(settings), "asked for docker"
+    if url:
+        return UrlBroker(url, settings), "a URL was given (url= or AMQP_URL)"
+    ok, docker_why = docker_available(settings.docker_ping_timeout)
+    if ok:
+        return DockerBroker(settings), docker_why
+    script = find_server_script(settings.server_script)
+    if script is None:
+        raise BrokerUnavailable(f"AMQP_URL is not set; {docker_why}; {no_script(settings)}")
+    return LocalBroker(settings, workdir), f"{docker_why}; found {script}"
+
+
+def open_broker(kind: str = "auto", *, url: str | None = None,
+                workdir: str | Path | None = None, **settings: Any) -> Broker:
+    """Choose a provider, start its broker and return it, ready for connections.
+
+    Args:
+        kind: "auto" (AMQP URL, else Docker, else a local node), "local", "local-cluster"
+            (3 local nodes joined), "local:N", "docker", "url", or an amqp:// URL.
+        url: broker URL for "url"/"auto" (default: env AMQP_URL).
+        workdir: folder for local nodes' data and logs, kept at close
+            (default: a temporary folder, removed at close).
+        **settings: fields of BrokerSettings, e.g. image=..., start_timeout=...
+    """
+    s = BrokerSettings(**settings)
+    broker, why = choose(kind, url or s.url, s, workdir)
+    log.info("broker: using the %s provider (%s)", broker.provider, why)
+    try:
+        broker.start()
+    except BaseException:
+        broker.close()
+        raise
+    return broker

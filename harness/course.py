@@ -1,0 +1,87 @@
+"""Exercise checks for the course notebooks: an empty answer asks to be filled in, a wrong one
+fails saying what is wrong, a right one says why it is right.
+
+An exercise cell ships as `my_answer = None  # TODO`. Its check cell calls
+`check(my_answer, judge)`: `judge(answer)` raises `AssertionError` naming what is wrong, or
+returns the sentence that explains why the answer is right. The test suite runs each notebook
+as shipped (every check prints FILL_IN), with the worked answers of `solutions/notebooks/`
+(every check prints RIGHT) and with a wrong answer per check (every check raises).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+FILL_IN = "✋ fill this in first"
+RIGHT = "✔ right"
+
+
+class WrongAnswer(AssertionError):
+    """A check's verdict on an answer that is filled in but wrong."""
+
+
+def is_empty(answer: Any) -> bool:
+    """True for None, and for a dict, list, tuple or set holding a None (a part left to do)."""
+    if answer is None:
+        return True
+    if isinstance(answer, dict):
+        return any(is_empty(v) for v in answer.values())
+    if isinstance(answer, list | tuple | set | frozenset):
+        return any(v is None for v in answer)
+    return False
+
+
+def check(answer: Any, judge: Callable[[Any], str], *, name: str = "the answer") -> bool:
+    """Judge a filled-in answer: print why it is right, or raise WrongAnswer saying what is not.
+
+    An empty answer (see `is_empty`) only prints FILL_IN and returns False, so that a notebook
+    runs top to bottom as shipped.
+    """
+    if is_empty(answer):
+        print(f"{FILL_IN}: {name} is still None (the cell marked TODO above).")
+        return False
+    try:
+        why = judge(answer)
+    except AssertionError as exc:
+        raise WrongAnswer(f"✘ not yet: {exc}") from None
+    print(f"{RIGHT}: {why}")
+    return True
+
+
+def labels_near(value: float, bins: Sequence[tuple[float, str]], *,
+                slack: float = 0.1) -> tuple[str, set[str]]:
+    """The label of the bin a measurement falls in, and every label within `slack` of it.
+
+    `bins` are (upper edge, label) in rising order, the last edge `math.inf`; a bin holds
+    the values from the previous edge up to, not including, its own. A measurement near an
+    edge could land on either side in a second run, so both labels are right there.
+    """
+    lower, measured, near = -float("inf"), "", set()
+    for upper, label in bins:
+        if lower <= value < upper:
+            measured = label
+        if lower * (1 - slack) <= value < upper * (1 + slack):
+            near.add(label)
+        lower = upper
+    if not measured:
+        raise ValueError(f"{value} is in none of the bins {bins}")
+    return measured, near
+
+
+def public_url(url: str | None, public: str | None = None) -> str | None:
+    """A local URL as a browser elsewhere reaches it, by LAB_PUBLIC_HOST.
+
+    LAB_PUBLIC_HOST is either a host name (`lab.example.edu`: same scheme and port) or a
+    template with `{port}`, e.g. jupyter-server-proxy's
+    `https://hub.example.edu/user/alice/proxy/{port}/`. Unset, the URL is returned as is.
+    """
+    public = public if public is not None else os.environ.get("LAB_PUBLIC_HOST", "")
+    if not url or not public:
+        return url
+    parts = urlsplit(url)
+    if "{port}" in public:
+        return public.replace("{port}", str(parts.port))  # not format(): other braces stay
+    return parts._replace(netloc=f"{public}:{parts.port}" if parts.port else public).geturl()

@@ -1,0 +1,67 @@
+"""The lab's scenarios: each runs on a real broker, is observed, charted and judged.
+
+One module per scenario; each registers itself, with its metadata, in `registry`. Every
+scenario is a function `name(broker=None, *, out="runs", progress=True, impl=None, ...)`
+that returns a `ScenarioResult` and leaves a run folder; notebooks, the CLI and `grade` call
+the same functions. Without a broker, one is opened with `open_broker("auto")`.
+
+Black-box scenarios (baseline, backlog-drain, reconnect, duplicates, restart-idempotency,
+malformed, kill-9) take any implementation (`impl=` a spec path or harness.impl.Impl);
+white-box ones (idempotency, crash-window, dlq, scale-out) use the lab's own knobs and refuse
+others.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from harness.report import ScenarioResult, combined_report, run_folder
+from harness.scenarios import registry
+from harness.scenarios.backlog_drain import backlog_drain, drain_stats
+from harness.scenarios.baseline import baseline
+from harness.scenarios.common import PLENTY, POISON_USER
+from harness.scenarios.crash_window import crash_window
+from harness.scenarios.dlq import dlq
+from harness.scenarios.duplicates import duplicates, restart_idempotency
+from harness.scenarios.idempotency import idempotency
+from harness.scenarios.kill9 import kill9
+from harness.scenarios.malformed import malformed
+from harness.scenarios.reconnect import reconnect
+from harness.scenarios.registry import Scenario, WhiteBoxOnly, register
+from harness.scenarios.scale_out import scale_out
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PLENTY", "POISON_USER", "Scenario", "ScenarioResult", "WhiteBoxOnly",
+           "backlog_drain", "baseline", "crash_window", "dlq", "drain_stats", "duplicates",
+           "idempotency", "kill9", "malformed", "reconnect", "register", "registry",
+           "restart_idempotency", "run_all", "scale_out"]
+
+
+def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = "runs",
+            progress: bool = True) -> tuple[list[ScenarioResult], Path]:
+    """Every registered scenario in sequence on one broker, then one combined report."""
+    from harness.scenarios.common import broker_for
+    parent = run_folder(out, "all")
+    results = []
+    with broker_for(broker) as b:
+        bar = tqdm(registry.scenarios().values(), desc="scenarios", disable=not progress)
+        for sc in bar:
+            bar.set_postfix_str(sc.name)
+            if sc.needs_restartable_broker and not b.can_stop:
+                log.warning("skipping %s: it restarts the broker, and a %s broker cannot be "
+                            "restarted by the harness", sc.name, b.provider)
+                continue
+            if sc.needs_cluster and len(b.nodes) < 3:
+                log.warning("skipping %s: it needs a 3-node cluster (--broker local-cluster)",
+                            sc.name)
+                continue
+            kwargs: dict[str, Any] = {"out": parent, "progress": False}
+            if orders is not None and sc.accepts_orders:
+                kwargs["orders"] = orders
+            results.append(sc.function(b, **kwargs))
+    return results, combined_report(results, parent)

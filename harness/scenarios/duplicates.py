@@ -1,0 +1,125 @@
+"""Duplicates: republish orders as exact copies and as copies with a new event_id (black-box).
+
+`restart_idempotency` does the same after restarting the inventory, which is where an
+in-memory processed-order record forgets.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import plots
+from harness.check import Check, check_run, double_reservations, invariant_checks
+from harness.impl import Impl
+from harness.lab import LabConfig
+from harness.report import ScenarioResult
+from harness.runner import Run, order_event
+from harness.scenarios.common import PLENTY, barrier, broker_for, finish, place_some
+from harness.scenarios.registry import Scenario, register
+from harness.scenarios.summary import DuplicatesSummary
+
+CASES = (("exact copy", True), ("copy with a new event_id", False))
+
+
+def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
+               out: str | Path = "runs", progress: bool = True,
+               impl: Impl | str | Path | None = None, **lab: Any) -> ScenarioResult:
+    """Republish N processed orders twice over (same event_id, then a new one) and count
+    the orders whose stock was reserved again; with `restart`, restart the inventory first."""
+    name = "restart-idempotency" if restart else "duplicates"
+    cfg = LabConfig(initial_stock=PLENTY, **lab)
+    with broker_for(broker) as b, Run(name, b, out=out, lab=cfg, impl=impl,
+                                      progress=progress) as run:
+        placed = place_some(run, orders, seed=12 if restart else 10)
+        ids = {o["order_id"] for o in placed}
+        if restart:
+            run.faults.restart_service("inventory")
+        rows, doubled_by_case = [], {}
+        before = _lines_reserved(run.lab.reservations()["reservations"], ids)
+        for case, same_id in CASES:
+            for order in placed:
+                run.faults.duplicate_order(order_event(order), same_event_id=same_id)
+            barrier(run)
+            after = _lines_reserved(run.lab.reservations()["reservations"], ids)
+            # Reserved again by this case's copies: a ledger line counted more than before.
+            doubled_by_case[case] = sorted({o for (o, i), n in after.items()
+                                            if n > before.get((o, i), 0)})
+            before = after
+            rows.append({"case": case, "orders": len(placed), "duplicates_sent": len(placed),
+                         "double_reservations": len(doubled_by_case[case])})
+        seen = set(double_reservations(run.lab.reservations()["reservations"])) & ids
+        state = run.collect()
+        accepted = [o["order_id"] for o in state.orders]
+        verdict = check_run(accepted=accepted, inventory=state.inventory, ledger=state.ledger,
+                            notifications=state.notifications, dlq=state.dlq)
+        load = pd.DataFrame({"order_id": accepted, "accepted": True, "http_ms": float("nan")})
+        table = pd.DataFrame(rows).assign(mode=run.impl.name)
+        summary = DuplicatesSummary(
+            **run.base_summary(load, state, verdict, pd.DataFrame()), restarted_first=restart,
+            originals=len(placed), exact_copies_sent=len(placed), new_id_copies_sent=len(placed),
+            reserved_twice=sorted(seen))
+        result = ScenarioResult(name, summary, verdict, {"double_reservations": table})
+        result.figures = {"double_reservations": plots.double_reservations_chart(table)}
+        result.checks = _checks(name, restart, len(placed), doubled_by_case, verdict)
+        return finish(run, result)
+
+
+def _lines_reserved(ledger: list[dict[str, Any]], ids: set[str]) -> Counter:
+    """How often each (order, item) line of the given orders is in the ledger."""
+    return Counter((r["order_id"], r["item_id"]) for r in ledger if r["order_id"] in ids)
+
+
+def _checks(name: str, restart: bool, n: int, doubled: dict[str, list[str]],
+            verdict: Any) -> list[Check]:
+    before = "restarted the inventory (SIGTERM, start), then " if restart else ""
+    rows = []
+    for case, _same in CASES:
+        ids = doubled[case]
+        tried = (f"placed {n} orders and waited for their notifications, {before}published "
+                 f"each OrderPlaced again as an {case}")
+        if not ids:
+            happened = f"none of the {n} orders was reserved again"
+        elif restart:
+            happened = (f"order {ids[0]} was reserved twice after the inventory restarted "
+                        f"({len(ids)} orders in all): your processed-order record did not "
+                        "survive the restart")
+        elif case == "exact copy":
+            happened = (f"order {ids[0]} was reserved twice when the same message arrived "
+                        f"again ({len(ids)} orders in all): RabbitMQ redelivers, so check "
+                        "whether you processed the order before reserving")
+        else:
+            happened = (f"order {ids[0]} was reserved twice when it was republished with a new "
+                        f"event_id ({len(ids)} orders in all): recognise an order by its "
+                        "order_id, not by the event_id")
+        rows.append(Check(name, f"{case}: not reserved twice", tried,
+                          "each order's stock is reserved once", happened, not ids,
+                          {"order_ids": ids[:20], "copies_sent": n}, "double_reservations"))
+    tried = f"{before}republished {n} processed orders twice each".strip()
+    rows += invariant_checks(name, tried, verdict, only=("lost", "duplicate_notifications",
+                                                         "stock_conserved"), hints={
+        "duplicate_notifications": "{n} orders were notified more than once after their "
+                                   "OrderPlaced was republished ({ids}): the notification "
+                                   "service must ignore an outcome it has seen"})
+    return rows
+
+
+def restart_idempotency(broker: Any = None, *, orders: int = 10, out: str | Path = "runs",
+                        progress: bool = True, impl: Impl | str | Path | None = None,
+                        **lab: Any) -> ScenarioResult:
+    """Republish processed orders after the inventory restarts: nothing reserved twice."""
+    return duplicates(broker, orders=orders, restart=True, out=out, progress=progress,
+                      impl=impl, **lab)
+
+
+register(Scenario("duplicates", duplicates, black_box=True,
+                  ci_kwargs={"orders": 5},
+                  rank=70,
+                  summary="orders republished: exact copies and copies with a new event_id"))
+register(Scenario("restart-idempotency", restart_idempotency, black_box=True,
+                  ci_kwargs={"orders": 5},
+                  rank=80,
+                  summary="orders republished after the inventory restarts"))
