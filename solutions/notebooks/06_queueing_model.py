@@ -1,0 +1,21 @@
+"""Worked and wrong answers for notebooks/06_queueing_model.ipynb (exercise name -> cell code)."""
+
+ANSWERS = {
+    "rush": '''\
+my_rush = {
+    "drain_s": RUSH_BACKLOG / (mu - RUSH_RATE),  # it shrinks by μ − λ per second
+    # c consumers shrink it by c·μ − λ: need c·μ − λ >= backlog / target
+    "consumers": math.ceil((RUSH_BACKLOG / TARGET_S + RUSH_RATE) / mu),
+}
+''',
+}
+
+WRONG = {
+    # Forgets the orders that keep arriving during the drain.
+    "rush": '''\
+my_rush = {
+    "drain_s": RUSH_BACKLOG / mu,
+    "consumers": math.ceil(RUSH_BACKLOG / TARGET_S / mu),
+}
+''',
+}
