@@ -6,26 +6,32 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import require_rabbitmq
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def harness_processes() -> set[int]:
-    """Live processes a harness run could leave behind: nodes, epmd, services."""
-    found = set()
-    for pattern in ("beam.smp", "epmd", "lab_services."):
-        out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-        for pid in map(int, out.split()):
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z":  # zombies are reaped lazily here and are not running
-                found.add(pid)
+# Every process a CLI run starts inherits this variable (services, the node's beam.smp, its
+# epmd, which daemonizes and leaves the process tree): a process carrying our value is ours,
+# whatever else runs on the machine.
+RUN_MARKER = "RABBIT_LAB_TEST_RUN"
+
+
+def processes_of_run(marker: str) -> list[psutil.Process]:
+    """Live processes whose environment carries this run's marker (zombies are not running)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(RUN_MARKER) == marker and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
     return found
 
 
@@ -36,11 +42,36 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
 
 def test_help_lists_the_commands():
     out = run_cli("--help").stdout
-    assert all(word in out for word in ("run", "bench", "up"))
+    assert all(word in out for word in ("run", "bench", "up", "grade", "contract"))
     out = run_cli("run", "--help").stdout
     for scenario in ("baseline", "backlog-drain", "idempotency", "crash-window", "dlq",
-                     "reconnect", "all"):
+                     "reconnect", "chaos", "duplicates", "restart-idempotency", "malformed",
+                     "kill-9", "all"):
         assert scenario in out
+    for option in ("--seed", "--rate", "--orders"):
+        assert option in out
+
+
+def test_an_option_the_scenario_does_not_take_is_refused_before_any_broker_starts(tmp_path):
+    proc = run_cli("run", "crash-window", "--rate", "5", "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2 and "crash-window takes no --rate" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_spec_or_a_white_box_scenario_on_another_impl_is_a_clear_error(tmp_path):
+    bad = tmp_path / "impl.toml"
+    bad.write_text("[order]\ncommand = 'x'\nport = 'five'\n")
+    proc = run_cli("grade", "--impl", str(bad), "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2 and "'order.port'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("run", "crash-window", "--impl", "examples/naive/impl.toml",
+                   "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2 and "white-box" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_contract_command_says_the_page_matches():
+    proc = run_cli("contract", timeout=60)
+    assert proc.returncode == 0 and "matches the code" in proc.stdout
 
 
 def test_without_a_broker_the_error_says_how_to_get_one(tmp_path):
@@ -56,9 +87,16 @@ def test_without_a_broker_the_error_says_how_to_get_one(tmp_path):
 @pytest.mark.slow
 def test_run_baseline_starts_its_own_broker_and_leaves_nothing_behind(tmp_path):
     require_rabbitmq()
-    before = harness_processes()
+    marker = uuid.uuid4().hex
+    # The marker finds what it marks (so that an empty answer below means something).
+    probe = subprocess.Popen(["sleep", "60"], env={**os.environ, RUN_MARKER: marker})
+    try:
+        assert [p.pid for p in processes_of_run(marker)] == [probe.pid]
+    finally:
+        probe.kill()
+        probe.wait()
     proc = run_cli("run", "baseline", "--orders", "30", "--broker", "local",
-                   "--out", str(tmp_path))
+                   "--out", str(tmp_path), env={RUN_MARKER: marker})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (folder,) = tmp_path.glob("baseline-*")
     summary = json.loads((folder / "summary.json").read_text())
@@ -68,7 +106,8 @@ def test_run_baseline_starts_its_own_broker_and_leaves_nothing_behind(tmp_path):
                 "latency_ms", "stock_conserved"):
         assert key in summary
     assert "VALID" in proc.stdout
-    assert harness_processes() - before == set()
+    left = processes_of_run(marker)
+    assert left == [], [(p.pid, p.name(), p.cmdline()[:3]) for p in left]
 
 
 @pytest.mark.broker
@@ -92,8 +131,11 @@ def test_run_all_writes_one_report_with_every_verdict(tmp_path):
     (folder,) = tmp_path.glob("all-*")
     report = (folder / "report.md").read_text()
     summaries = [json.loads(p.read_text()) for p in folder.glob("*/summary.json")]
-    assert sorted(s["scenario"] for s in summaries) == sorted(
-        ["baseline", "backlog-drain", "idempotency", "crash-window", "dlq", "reconnect"])
+    from harness.scenarios import registry
+    # A scenario that needs a 3-node cluster is skipped on a single node, and says so.
+    expected = [n for n, sc in registry.scenarios().items() if not sc.needs_cluster]
+    assert sorted(s["scenario"] for s in summaries) == sorted(expected)
+    assert "needs a 3-node cluster" in proc.stderr
     assert all(s["valid"] for s in summaries)
     for s in summaries:
         assert s["scenario"] in report

@@ -33,10 +33,11 @@ DEFINITIONS = {
     "classic": RABBIT_DIR / "definitions.json",
     "quorum": RABBIT_DIR / "definitions-quorum.json",
 }
+# Service names as in the original lab's handout (`docker-compose logs -f order_service`).
 SERVICES = {
-    "order": ("order-service", 5001),
-    "inventory": ("inventory-service", 5002),
-    "notification": ("notification-service", 5003),
+    "order_service": ("order-service", 5001),
+    "inventory_service": ("inventory-service", 5002),
+    "notification_service": ("notification-service", 5003),
 }
 # Conda packages that are not Python distributions, so pyproject.toml has no say on them.
 CONDA_NON_PYTHON = {"python", "pip", "rabbitmq-server", "erlang"}
@@ -117,7 +118,7 @@ def test_each_service_has_its_name_port_health_and_waits_for_a_healthy_broker(co
     container_name, port = SERVICES[service]
     spec = compose["services"][service]
     assert spec["container_name"] == container_name
-    assert spec["command"] == ["python", "-m", f"lab_services.{service}"]
+    assert spec["command"] == ["python", "-m", f"lab_services.{service.removesuffix('_service')}"]
     assert any(str(p).endswith(f":{port}") for p in spec["ports"])
     assert str(spec["environment"]["PORT"]) == str(port)
     assert spec["environment"]["HOST"] == "0.0.0.0"
@@ -308,3 +309,17 @@ def test_environment_python_dependencies_agree_with_pyproject(pyproject):
         assert name in declared, f"pip package {name} is not in pyproject.toml"
         assert req.specifier == declared[name].specifier, f"{entry} vs {declared[name]}"
     assert any(e.startswith("-e .[") and "lab" in e and "dev" in e for e in pip_entries)
+
+
+def test_scale_profile_runs_more_inventories_on_the_shared_store(compose):
+    replica = compose["services"]["inventory-replica"]
+    main = compose["services"]["inventory_service"]
+    assert replica["profiles"] == ["scale"]
+    assert replica["command"] == main["command"]
+    assert str(replica["deploy"]["replicas"]).startswith("${INVENTORY_REPLICAS")
+    # Several containers of one service: no fixed name, no host port to fight over.
+    assert "container_name" not in replica and "ports" not in replica
+    # The same volume and SQLite file as inventory_service: one store for all replicas.
+    assert replica["volumes"] == main["volumes"]
+    assert replica["environment"]["STORE_PATH"] == main["environment"]["STORE_PATH"]
+    assert replica["depends_on"]["rabbitmq"]["condition"] == "service_healthy"

@@ -42,8 +42,8 @@ def test_valid_order_placed_parses():
      "items[0].quantity: must be an integer"),
     (body(items=[{"item_id": "item_1", "quantity": 1, "price": -1}]),
      "items[0].price: must be >= 0"),
-    (body(items=[{"quantity": 1, "price": 1}]), "items[0].item_id: must be a non-empty string"),
-    (body(total_amount="lots"), "total_amount: must be a number"),
+    (body(items=[{"quantity": 1, "price": 1}]), "items[0].item_id: missing"),
+    (body(total_amount="lots"), "total_amount: must be a finite number"),
     (body(user_id=...), "user_id: missing"),
     (b"{" + b" " * events.MAX_EVENT_BYTES + b"}", "body: oversize"),
 ])

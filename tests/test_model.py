@@ -185,8 +185,9 @@ def fake_backlog_drain(mu: float = 80.0, startup: float = 0.6) -> SimpleNamespac
     ready = np.where(t < restart + startup, np.searchsorted(arrivals, t, side="right"),
                      np.clip(300 - mu * (t - restart - startup), 0, None))
     return SimpleNamespace(
-        summary={"drain_rate_msg_s": mu, "time_to_empty_s": round(decided[-1] - restart, 2),
-                 "backlog_peak": 300, "prefetch": 0},
+        summary=SimpleNamespace(drain_rate_msg_s=mu,
+                                time_to_empty_s=round(decided[-1] - restart, 2),
+                                backlog_peak=300, prefetch=0),
         frames={
             "orders": pd.DataFrame({"t_answered": arrivals + 0.01, "accepted": True}),
             "latency": pd.DataFrame({"t_notified": decided + notify_ms / 1000,
@@ -211,5 +212,5 @@ def test_measure_backlog_drain_reads_the_models_inputs_back():
 
 def test_measure_falls_back_to_the_completion_times_without_a_summary_rate():
     result = fake_backlog_drain(mu=50, startup=0.3)
-    result.summary["drain_rate_msg_s"] = None
+    result.summary.drain_rate_msg_s = None
     assert measure_backlog_drain(result).service_rate == pytest.approx(50)

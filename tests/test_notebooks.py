@@ -1,13 +1,22 @@
 """The course notebooks: committed stripped and well-formed (fast), and run top to bottom (slow).
 
-The slow test executes every notebook on a real broker with nbclient, as a student would,
-and asserts that each ran without an error and drew at least one chart. It skips locally
-without a rabbitmq-server release script, but fails under CI=true.
+Every exercise ships empty: an answer cell tagged `answer:NAME` holding `None  # TODO`, and a
+check cell tagged `check:NAME` calling `harness.course.check`. The slow test executes every
+notebook on a real broker with nbclient, as a student would, and tries each exercise at its
+check three ways: as shipped (the check says "fill this in first" and nothing fails), with
+the wrong answer of `solutions/notebooks/` (the check fails) and with the worked answer (the
+check passes, and the rest of the notebook runs with it). It skips locally without a
+rabbitmq-server release script, but fails under CI=true.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import re
+import runpy
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,8 +24,11 @@ import nbformat
 import pytest
 from conftest import require_rabbitmq
 
+from harness.course import FILL_IN, RIGHT
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
+SOLUTION_DIR = ROOT / "solutions" / "notebooks"
 COURSE = (
     "00_setup_and_tour.ipynb",
     "01_baseline.ipynb",
@@ -25,6 +37,10 @@ COURSE = (
     "04_dead_letters.ipynb",
     "05_resilience.ipynb",
     "06_queueing_model.ipynb",
+    "07_monitoring.ipynb",
+    "08_limits_ttl_retries.ipynb",
+    "09_dual_write.ipynb",
+    "10_competing_consumers.ipynb",
 )
 CELL_TIMEOUT_S = 300
 
@@ -44,7 +60,7 @@ def code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
 # ---- fast: the notebooks as committed ----------------------------------------------------------
 
 
-def test_exactly_the_seven_course_notebooks():
+def test_exactly_the_course_notebooks():
     assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == list(COURSE)
 
 
@@ -90,6 +106,23 @@ def test_notebook_follows_the_course_pattern(name):
         assert 'os.environ.get("LAB_RUNS", "runs")' in text, "runs go to LAB_RUNS"
 
 
+GLOSSARY_TERMS = ("ack-nack-reject", "prefetch", "publisher-confirm", "durable-vs-persistent",
+                  "vhost", "exchange-binding-routing-key", "dead-letter-exchange", "x-death",
+                  "at-least-once", "idempotent", "outbox", "ghost-order", "quorum-queue")
+
+
+def test_glossary_defines_the_course_terms_and_every_link_lands():
+    glossary = (NOTEBOOK_DIR / "GLOSSARY.md").read_text()
+    anchors = set(re.findall(r'<a id="([^"]+)"></a>', glossary))
+    assert set(GLOSSARY_TERMS) <= anchors, f"missing: {set(GLOSSARY_TERMS) - anchors}"
+    for name in COURSE:
+        nb = read(name)
+        markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        assert "](GLOSSARY.md)" in nb.cells[0].source, f"{name}: link the glossary up front"
+        for anchor in re.findall(r"\]\(GLOSSARY\.md#([^)]+)\)", markdown):
+            assert anchor in anchors, f"{name} links GLOSSARY.md#{anchor}, which is not there"
+
+
 def test_readme_lists_every_notebook():
     readme = (NOTEBOOK_DIR / "README.md").read_text()
     assert "jupyter lab notebooks/" in readme
@@ -97,32 +130,208 @@ def test_readme_lists_every_notebook():
         assert name in readme, f"notebooks/README.md does not mention {name}"
 
 
+# ---- the exercises: shipped empty, worked answers and wrong answers in solutions/ ---------------
+
+
+def tags(cell: nbformat.NotebookNode) -> list[str]:
+    """A cell's tags."""
+    return list(cell.metadata.get("tags", []))
+
+
+def exercises(nb: nbformat.NotebookNode) -> dict[str, tuple[int, int]]:
+    """Each exercise's name -> (index of its answer cell, index of its check cell)."""
+    answers, checks = {}, {}
+    for i, cell in enumerate(nb.cells):
+        for tag in cell.metadata.get("tags", []):
+            kind, _, name = tag.partition(":")
+            if kind in ("answer", "check"):
+                (answers if kind == "answer" else checks)[name] = i
+    assert set(answers) == set(checks), f"answers {sorted(answers)} vs checks {sorted(checks)}"
+    return {name: (answers[name], checks[name]) for name in answers}
+
+
+def solutions(name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The worked answers and the wrong answers for a notebook, cell tag name -> source."""
+    found = runpy.run_path(str(SOLUTION_DIR / (Path(name).stem + ".py")))
+    return found["ANSWERS"], found["WRONG"]
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_exercises_ship_empty_with_a_check_after_them(name):
+    nb = read(name)
+    found = exercises(nb)
+    assert found, f"{name} has no exercise (cells tagged answer:NAME and check:NAME)"
+    for ex, (answer, check) in found.items():
+        source = nb.cells[answer].source
+        assert answer < check, f"{ex}: the check comes before the answer"
+        assert "None" in source and "TODO" in source, f"{ex}: the answer cell is not empty"
+        assert "check(" in nb.cells[check].source, f"{ex}: the check cell does not call check()"
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_every_exercise_has_a_worked_and_a_wrong_answer(name):
+    answers, wrong = solutions(name)
+    found = exercises(read(name))
+    assert set(answers) == set(found), f"{name}: solutions for {sorted(answers)}, {sorted(found)}"
+    assert set(wrong) == set(found), f"{name}: wrong answers for {sorted(wrong)}"
+    for ex in found:
+        compile(answers[ex], f"{name}:{ex}", "exec")
+        assert "TODO" not in answers[ex] and answers[ex] != wrong[ex]
+
+
+def test_check_says_fill_in_then_right_or_raises_what_is_wrong(capsys):
+    from harness.course import FILL_IN, RIGHT, WrongAnswer, check
+
+    def judge(x):
+        assert x == 4, f"{x} is not 2 + 2"
+        return "2 + 2 = 4"
+
+    for empty in (None, {"a": 1, "b": None}, [1, None]):
+        assert check(empty, judge) is False
+        assert FILL_IN in capsys.readouterr().out
+    assert check(4, judge) is True
+    assert RIGHT in capsys.readouterr().out
+    with pytest.raises(WrongAnswer, match="5 is not 2 \\+ 2"):
+        check(5, judge)
+
+
 # ---- slow: run each notebook on a real broker ----------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.broker
-@pytest.mark.parametrize("name", COURSE)
-def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
+def printed_by(cell: nbformat.NotebookNode) -> str:
+    """What an executed cell printed."""
+    return "".join(o.get("text", "") for o in cell.outputs)
+
+
+def run_notebook(name: str, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[nbformat.NotebookNode, list[str], float]:
+    """Execute a notebook top to bottom in one kernel, trying each exercise three ways.
+
+    An exercise's answer cell and the cells tagged `uses:NAME` wait until its check. There
+    they run as shipped (`None  # TODO`), and the check must say "fill this in first"
+    without failing; then with the wrong answer, and the check must raise WrongAnswer; then
+    with the worked answer, which the check must accept and the rest of the notebook uses.
+    (One pass, not a whole run as shipped and another solved: the cells before an answer
+    are the same in both, and the two runs took 11 of CI's 40 minutes.) Returns the
+    executed notebook, the problems found and the seconds it took.
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     require_rabbitmq()
     # The kernel inherits this environment: run folders in tmp, a broker node of our own.
     monkeypatch.setenv("LAB_RUNS", str(tmp_path / "runs"))
+    # ...and this checkout's code, whichever copy of the project pip installed.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
     monkeypatch.setenv("LAB_BROKER", os.environ.get("LAB_BROKER")
                        or os.environ.get("LAB_TEST_BROKER", "local"))
     nb = read(name)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+    found = exercises(nb)
+    answers, wrong = solutions(name)
+    shipped = {ex: nb.cells[answer_at].source for ex, (answer_at, _) in found.items()}
+    checks = {check: ex for ex, (_, check) in found.items()}
+    deferred = set()
+    for ex, (answer_at, _) in found.items():
+        nb.cells[answer_at].source = answers[ex]
+        deferred |= {answer_at} | {i for i, c in enumerate(nb.cells) if f"uses:{ex}" in tags(c)}
+    problems: list[str] = []
+    # IPC sockets instead of TCP ports: on a busy machine a port picked for the kernel can be
+    # taken before the kernel binds it ("Address already in use"). A short folder: a unix
+    # socket's path is limited to about 100 bytes.
+    from jupyter_client.manager import KernelManager
+    sockets = tempfile.mkdtemp(prefix="nbk")
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "k"))
+    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})
+
+    def run_copy(i: int, source: str | None = None) -> str:
+        """Run a copy of cell i (with another source); return what it printed."""
+        c = copy.deepcopy(nb.cells[i])
+        c.source = c.source if source is None else source
+        return printed_by(client.execute_cell(c, i))  # (the copy lands in nb.cells: restored)
+
+    def answer_with(source: str, answer_at: int, uses: list[int]) -> None:
+        """Run the answer cell with this source, then the cells that use the answer."""
+        run_copy(answer_at, source)
+        for i in uses:
+            run_copy(i)
+
     started = time.monotonic()
-    try:
-        client.execute()
-    except CellExecutionError as exc:
-        pytest.fail(f"{name} failed after {time.monotonic() - started:.0f} s:\n{exc}")
-    errors = [o for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
-    assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            if index in deferred:
+                continue  # run just before its check, after the shipped and wrong trials
+            if index in checks:
+                ex = checks[index]
+                answer_at = found[ex][0]
+                uses = [i for i in range(answer_at + 1, index)
+                        if f"uses:{ex}" in tags(nb.cells[i])]
+                saved = {i: nb.cells[i] for i in (answer_at, *uses, index)}
+                # As shipped: the cells that use the empty answer run, the check says so.
+                try:
+                    answer_with(shipped[ex], answer_at, uses)
+                    printed = run_copy(index)
+                    if FILL_IN not in printed:
+                        problems.append(f"{ex}: as shipped, the check printed {printed!r}")
+                except CellExecutionError as exc:
+                    problems.append(f"{ex}: as shipped, a cell failed: {exc}")
+                # The wrong answer: the check must raise WrongAnswer.
+                try:
+                    answer_with(wrong[ex], answer_at, uses)
+                except CellExecutionError as exc:
+                    problems.append(f"{ex}: the wrong answer broke a cell, not the check: {exc}")
+                try:
+                    run_copy(index)
+                    problems.append(f"{ex}: the check accepted the wrong answer")
+                except CellExecutionError as exc:
+                    if exc.ename != "WrongAnswer":
+                        problems.append(f"{ex}: the check raised {exc.ename}: {exc}")
+                for i, original in saved.items():
+                    nb.cells[i] = original
+                for i in (answer_at, *uses):
+                    client.execute_cell(nb.cells[i], i)
+            try:
+                client.execute_cell(cell, index)
+            except CellExecutionError as exc:
+                problems.append(f"cell {index} failed after "
+                                f"{time.monotonic() - started:.0f} s: {exc}")
+                break
+    elapsed = time.monotonic() - started
+    shutil.rmtree(sockets, ignore_errors=True)
+    for ex, (_, check_at) in found.items():
+        printed = printed_by(nb.cells[check_at])
+        if RIGHT not in printed:
+            problems.append(f"{ex}: the check printed {printed!r}, not {RIGHT!r}")
+    return nb, problems, elapsed
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.parametrize("name", COURSE)
+def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
+    nb, problems, elapsed = run_notebook(name, tmp_path, monkeypatch)
+    assert not problems, f"{name}:\n" + "\n".join(problems)
     images = [o for c in code_cells(nb) for o in c.outputs
               if "image/png" in o.get("data", {})]
     assert images, f"{name} drew no chart"
-    print(f"{name}: {time.monotonic() - started:.0f} s, {len(images)} charts")
+    print(f"{name}: {elapsed:.0f} s, {len(images)} charts")
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_cells_after_a_check_that_use_its_answer_guard_against_none(name):
+    """As shipped, such a cell runs with the answer still None (the run above gives it the
+    worked answer), so it must test for that, as the cells tagged uses:NAME do."""
+    nb = read(name)
+    for ex, (answer_at, check_at) in exercises(nb).items():
+        names = re.findall(r"^(\w+)\s*=", nb.cells[answer_at].source, re.M)
+        for i in range(check_at + 1, len(nb.cells)):
+            cell = nb.cells[i]
+            used = [n for n in names if re.search(rf"\b{n}\b", cell.source)]
+            if cell.cell_type != "code" or not used:
+                continue
+            guard = r"\b(if|and|or) (not )?{0}\b|\b{0} is (not )?None"
+            guarded = any(re.search(guard.format(n), cell.source) for n in used)
+            assert guarded, f"{name} cell {i} uses {used} from {ex} without a None test"

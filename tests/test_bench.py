@@ -1,0 +1,67 @@
+"""`harness bench` on a real broker with a small backlog: the fields are there and the
+fraction of the floor is positive. Speed itself is never asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.bench import describe, run_bench
+from harness.bench_http import wrk_path
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_bench_measures_floor_and_lab_drain_in_the_same_run(broker, tmp_path):
+    report = run_bench(broker, backlog=300, runs=1, latency_orders=0, naive=None,
+                       out=tmp_path)
+    floor, drain = report["floor"], report["drain"]
+    assert floor["drain_rate_msg_s"] > 0 and floor["each"][0]["backlog"] == 300
+    assert drain["drain_rate_msg_s"] > 0 and drain["backlog"] == 300
+    assert report["drain_vs_floor"] > 0
+    assert set(report["rss_mb_peak_while_draining"]) == {"order", "inventory", "notification"}
+    assert all(mb > 0 for mb in report["rss_mb_peak_while_draining"].values())
+    saved = json.loads((Path(report["run_dir"]) / "bench.json").read_text())
+    assert saved["drain_vs_floor"] == report["drain_vs_floor"]
+    assert "of the floor" in describe(report)
+    assert [t["target"] for t in report["targets"]] == ["drain >= 0.75 of the floor"]
+
+
+def test_bench_compares_the_lab_with_the_naive_design(broker, tmp_path):
+    if wrk_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("wrk is not installed (.ci/run installs it)")
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    report = run_bench(broker, backlog=100, runs=1, latency_orders=0, intake_seconds=1,
+                       e2e_orders=20, naive_backlog=20, out=tmp_path)
+    vs = report["versus"]
+    assert vs["impl"].endswith("impl.toml")
+    intake = vs["intake"]
+    for side in ("lab", "other"):
+        runs = intake[side]["runs"]
+        assert [(r["threads"], r["connections"]) for r in runs] == [(1, 1), (2, 4)]
+        for r in runs:
+            assert r["requests"] > 0 and r["requests_s"] > 0 and r["seconds"] > 0
+            # Every answer is counted by status, so nothing non-2xx can hide.
+            assert sum(r["statuses"].values()) == r["requests"]
+            assert r["non_2xx"] == r["requests"] - sum(
+                n for code, n in r["statuses"].items() if code.startswith("2"))
+    assert intake["other"]["impl"] == "naive"
+    assert all(ratio > 0 for ratio in intake["ratio_by_connections"].values())
+    assert (Path(report["run_dir"]) / "wrk-post-order.lua").exists()
+    lat = vs["latency"]
+    for side in ("lab", "other"):
+        assert lat[side]["measured"] == 20
+        assert all(lat[side]["end_to_end_ms"][p] > 0 for p in ("p50", "p95", "p99"))
+    assert lat["p50_ratio"] > 0
+    drain = vs["drain"]
+    assert drain["lab"]["impl"] == "lab" and drain["other"]["impl"] == "naive"
+    assert drain["lab"]["drain_rate_msg_s"] > 0 and drain["other"]["drain_rate_msg_s"] > 0
+    assert drain["ratio"] > 0
+    names = [t["target"] for t in report["targets"]]
+    assert len(names) == 5 and all(isinstance(t["met"], bool) for t in report["targets"])
+    text = describe(report)
+    assert "HTTP intake (wrk, 4 connection(s)" in text and "p99" in text and "targets:" in text

@@ -1,0 +1,60 @@
+"""How a cluster boots its nodes together: a node that loses RabbitMQ 3.10's feature-flag
+race with a booting peer is booted again; any other failure stops the boot (fake nodes:
+the bookkeeping only; tests/test_cluster.py restarts a real cluster)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.brokers.base import BrokerError
+from harness.brokers.cluster import PEER_RACE_SIGNATURE, boot_together
+
+
+class FakeNode:
+    """A node whose boots fail with the given messages, in turn, then succeed."""
+
+    def __init__(self, node: str, failures: list[str] | None = None) -> None:
+        self.node = node
+        self.failures = list(failures or [])
+        self.launches = 0
+        self.starts = 0
+        self.up = False
+
+    def launch(self) -> None:
+        self.launches += 1
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.failures:
+            raise BrokerError(f"node {self.node} exited while starting\n{self.failures.pop(0)}")
+        self.up = True
+
+
+RACE = f"exception exit: {{{{{PEER_RACE_SIGNATURE}, {{badrpc, ...}}}}}}"
+
+
+def test_every_node_is_launched_before_any_is_waited_for_and_all_come_up():
+    nodes = [FakeNode(f"n{i}") for i in range(3)]
+    boot_together(nodes)
+    assert [(n.launches, n.starts, n.up) for n in nodes] == [(1, 1, True)] * 3
+
+
+def test_a_node_that_lost_the_feature_flag_race_is_booted_again():
+    nodes = [FakeNode("n1"), FakeNode("n2"), FakeNode("n3", failures=[RACE])]
+    boot_together(nodes)
+    assert all(n.up for n in nodes)
+    assert nodes[2].starts == 2
+
+
+def test_the_race_lost_more_often_than_the_retries_allow_fails_the_boot():
+    nodes = [FakeNode("n1"), FakeNode("n2", failures=[RACE] * 3)]
+    with pytest.raises(BrokerError, match=PEER_RACE_SIGNATURE):
+        boot_together(nodes, retries=2)
+    assert nodes[1].starts == 3
+
+
+def test_any_other_boot_failure_is_not_retried():
+    nodes = [FakeNode("n1", failures=["eaddrinuse"]), FakeNode("n2")]
+    with pytest.raises(BrokerError, match="eaddrinuse"):
+        boot_together(nodes)
+    assert nodes[0].starts == 1
