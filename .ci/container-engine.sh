@@ -166,14 +166,44 @@ build_python() {
     rm -rf "$ctx"
 }
 
+# A background process started from a clone that has since been deleted keeps a deleted
+# working directory; podman's conmon inherits it and then fails every container start
+# ("Failed to get working directory", "write child: broken pipe"), though the socket
+# still answers. Such a process is stopped and started again, from /.
+stale_pids() {
+    local pid
+    for pid in $(pgrep -f -- "$1"); do
+        [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == *" (deleted)" ]] && echo "$pid"
+    done
+    return 0
+}
+
+stop_if_cwd_lost() {
+    local pids i
+    pids=$(stale_pids "$1")
+    [[ -z $pids ]] && return 0
+    log "$2 runs in a deleted directory (an earlier clone): restarting it"
+    kill $pids 2>/dev/null || true
+    for i in $(seq 1 50); do
+        [[ -z $(stale_pids "$1") ]] && return 0
+        sleep 0.1
+    done
+    kill -9 $(stale_pids "$1") 2>/dev/null || true
+}
+
 start_socket() {
+    stop_if_cwd_lost "podman system service --time=0 $DOCKER_HOST_URL" "podman system service"
     socket_answers && return
     log "starting podman system service on $SOCKET"
     rm -f "$SOCKET"
-    # setsid + nohup: the service must outlive this script and the shell that eval'ed it.
-    setsid nohup podman system service --time=0 "$DOCKER_HOST_URL" \
+    # setsid + nohup: the service must outlive this script and the shell that eval'ed it;
+    # started from /, not from the clone, which may be deleted while it runs.
+    # (`cd / && cmd &` would background the whole list: a shell holding this script's
+    # stdout open for as long as the service runs, and `$(...)` would never return.)
+    (cd / || exit 1
+     setsid nohup podman system service --time=0 "$DOCKER_HOST_URL" \
         >"$STATE_DIR/podman-service.log" 2>&1 </dev/null &
-    echo $! >"$STATE_DIR/podman-service.pid"
+     echo $! >"$STATE_DIR/podman-service.pid")
     local i
     for i in $(seq 1 100); do
         socket_answers && return
@@ -189,13 +219,15 @@ run_healthchecks() {
     # `condition: service_healthy` waits forever. A small loop stands in for the timers.
     [[ -d /run/systemd/system ]] && return
     local pidfile="$STATE_DIR/healthchecks.pid"
+    stop_if_cwd_lost "podman healthcheck run" "the healthcheck loop"
     # Reuse a loop that still runs (checking its command line: a pid can be reused).
     if [[ -f $pidfile ]] && ps -p "$(cat "$pidfile")" -o args= 2>/dev/null \
         | grep -q 'podman healthcheck run'; then
         return
     fi
     log "starting the healthcheck loop (no systemd here to schedule podman's healthchecks)"
-    setsid nohup bash -c '
+    (cd / || exit 1
+     setsid nohup bash -c '
         while :; do
             # Containers that have a healthcheck show (starting), (healthy) or (unhealthy).
             for id in $(podman ps --format "{{.ID}} {{.Status}}" 2>/dev/null \
@@ -205,7 +237,7 @@ run_healthchecks() {
             wait
             sleep 2
         done' >"$STATE_DIR/healthchecks.log" 2>&1 </dev/null &
-    echo $! >"$pidfile"
+     echo $! >"$pidfile")
 }
 
 main() {

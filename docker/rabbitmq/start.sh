@@ -30,6 +30,19 @@ case "${LAB_QUEUE_TYPE:-classic}" in
         ;;
 esac
 
+# A node of the `cluster` profile: all nodes need the same Erlang cookie, given by .env (a
+# secret, so it is never committed). The image reads it from the rabbitmq user's HOME.
+if [ -n "${RABBIT_LAB_CLUSTER:-}" ]; then
+    : "${LAB_ERLANG_COOKIE:?is not set: the cluster profile needs it in .env (a long random string)}"
+    cookie=${RABBIT_LAB_COOKIE_FILE:-/var/lib/rabbitmq/.erlang.cookie}
+    rm -f "$cookie"
+    (umask 077 && printf '%s' "$LAB_ERLANG_COOKIE" >"$cookie")
+    chmod 400 "$cookie"
+    if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then
+        chown rabbitmq:rabbitmq "$cookie"
+    fi
+fi
+
 json_string() {
     # Escape backslashes and double quotes so any password survives as a JSON string.
     printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
