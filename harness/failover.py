@@ -191,7 +191,7 @@ def failover(broker: Broker | None = None, *, orders: int = 900, rate: float = 3
     """Stream orders, kill -9 the node leading `order_placed`, start it again later:
     a new leader takes over, services reconnect, nothing is lost or reserved twice.
     When the nodes run in network namespaces, the new leader is then partitioned from
-    the others for `partition_s` seconds and healed (0 skips this step)."""
+    the others until it pauses, `partition_s` seconds more, and healed (0 skips this)."""
     cfg = LabConfig(queue_type="quorum", initial_stock=PLENTY, **lab)
     with _cluster_for(broker) as cluster, Run("failover", cluster, out=out, lab=cfg,
                                               progress=progress) as run:
@@ -269,8 +269,8 @@ def failover(broker: Broker | None = None, *, orders: int = 900, rate: float = 3
 
 def _partition_leader(run: Run, cluster: LocalCluster, vhost: str, nodes: list[str],
                       seconds: float) -> str | None:
-    """Cut the node leading order_placed off for `seconds`, then heal it; its name, or None
-    when the cluster cannot be partitioned (no namespaces) or the step is off."""
+    """Cut the node leading order_placed off until it paused and `seconds` more, then heal
+    it; its name, or None when the cluster cannot be partitioned or the step is off."""
     if not cluster.can_partition or seconds <= 0:
         return None
     name = _leader_or_none(cluster, vhost)
@@ -278,7 +278,8 @@ def _partition_leader(run: Run, cluster: LocalCluster, vhost: str, nodes: list[s
         return None
     node = cluster.node_named(name)
     label = f"node {nodes.index(name) + 1}"
-    run.timeline.record("partition", label, f"{name} cut off for {seconds:.0f} s")
+    run.timeline.record("partition", label,
+                        f"{name} cut off; held {seconds:.0f} s after it paused")
     cluster.partition(node)
     try:
         run.hold(seconds)

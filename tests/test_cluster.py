@@ -164,7 +164,8 @@ def test_partitioned_node_is_cut_off_and_heals(cluster: LocalCluster):
     wait_until(lambda: len(cluster.members(queue)) == 3, 30, "three replicas")
     node = cluster.nodes[2]
     names = sorted(n.name for n in cluster.nodes)
-    cluster.partition(node)
+    cluster.partition(node)  # returns once the node itself noticed and paused
+    assert cluster.paused(node)
     majority = sorted(n.name for n in cluster.nodes if n is not node)
 
     wait_until(lambda: _running_or_none(cluster) == majority, 60, "the majority to drop the node")

@@ -36,11 +36,14 @@ from harness.brokers.base import Broker, BrokerError, BrokerSettings
 from harness.brokers.local import LocalBroker
 from harness.brokers.netns import NetnsNetwork
 from harness.ports import free_ports, port_free
+from harness.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
 MAX_NODES = 7
 NET_TICKTIME = 10
+# A cut-off node notices in 0.75-1.25 x NET_TICKTIME, then pauses.
+PAUSE_TIMEOUT_S = 6 * NET_TICKTIME
 
 
 # What RabbitMQ 3.10 logs when a booting node syncs its feature flags with a peer that is
@@ -268,14 +271,38 @@ class LocalCluster(Broker):
         """True when the nodes run in network namespaces, so one can be cut off."""
         return self.network is not None
 
-    def partition(self, node: LocalBroker) -> None:
-        """Cut a node off from the other nodes and from the host (its link goes down)."""
+    def partition(self, node: LocalBroker, *, until_paused: float | None = PAUSE_TIMEOUT_S
+                  ) -> None:
+        """Cut a running node off from the other nodes and the host; wait until it paused."""
         if self.network is None:
             raise NotImplementedError("partitions need the nodes in network namespaces "
                                       "(LocalCluster(netns=True), as root)")
         i = self._nodes.index(node)
+        if until_paused:
+            # A node still booting (or resuming after the last heal) also reports its app
+            # not running: only a node that ran before the cut can be seen to pause.
+            wait_until(lambda: self.app_running(node), until_paused,
+                       f"{node.node} running before it is cut off")
         self._partitioned.add(i)
         self.network.partition(i)
+        # Healed before the cut-off node itself noticed (its peers may notice seconds
+        # earlier), it reconnects as a member of the majority, so pause_minority never
+        # pauses it, and Mnesia keeps the partition for good (running_partitioned_network).
+        # Waiting for the pause makes every heal one that pause_minority recovers from.
+        if until_paused:
+            wait_until(lambda: self.app_running(node) is False, until_paused,
+                       f"{node.node} to notice it is cut off and pause (pause_minority)")
+
+    def paused(self, node: LocalBroker) -> bool:
+        """True when the node's VM answers but its RabbitMQ app is stopped (paused)."""
+        return self.app_running(node) is False
+
+    def app_running(self, node: LocalBroker) -> bool | None:
+        """Whether the node's RabbitMQ app runs (None: its VM does not answer the CLI)."""
+        # Through the node's own namespace: this works while the node is cut off.
+        result = node.rabbitmqctl("eval", "rabbit:is_running().", check=False, timeout=20)
+        answer = result.stdout.strip() if result.returncode == 0 else ""
+        return {"true": True, "false": False}.get(answer)
 
     def heal(self, node: LocalBroker) -> None:
         """Connect a partitioned node again."""
