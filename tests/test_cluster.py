@@ -112,6 +112,8 @@ def test_cluster_forms_with_three_running_nodes(cluster: LocalCluster):
     assert cluster.epmd_port != 4369
     assert all(n.amqp_port != 5672 and n.epmd_port == cluster.epmd_port for n in cluster.nodes)
     assert cluster.can_stop and cluster.can_kill
+    # Asked of each node itself (in its namespace, if any): booted and running.
+    assert [cluster.app_running(n) for n in cluster.nodes] == [True, True, True]
 
 
 def test_quorum_queue_survives_kill_of_its_leader_and_the_node_rejoins(cluster: LocalCluster):

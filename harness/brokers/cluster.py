@@ -294,13 +294,16 @@ class LocalCluster(Broker):
                        f"{node.node} to notice it is cut off and pause (pause_minority)")
 
     def paused(self, node: LocalBroker) -> bool:
-        """True when the node's VM answers but its RabbitMQ app is stopped (paused)."""
+        """True when the node's VM answers but its RabbitMQ app is not running (paused)."""
         return self.app_running(node) is False
 
     def app_running(self, node: LocalBroker) -> bool | None:
-        """Whether the node's RabbitMQ app runs (None: its VM does not answer the CLI)."""
+        """Whether the node's RabbitMQ app has booted and runs (None: its VM does not answer)."""
         # Through the node's own namespace: this works while the node is cut off.
-        result = node.rabbitmqctl("eval", "rabbit:is_running().", check=False, timeout=20)
+        # is_booted, not is_running: the latter is already true while boot steps still run
+        # (why `rabbitmq-diagnostics is_running` asks is_booted too).
+        result = node.rabbitmqctl("eval", "rabbit:is_booted(node()).", check=False,
+                                  timeout=20)
         answer = result.stdout.strip() if result.returncode == 0 else ""
         return {"true": True, "false": False}.get(answer)
 
