@@ -189,44 +189,34 @@ def check_chaos(obs: ChaosObservation) -> Verdict:
         "gave_up": len(gave_up),
         **obs.extra,
     }
-    problems = []
-    if lost:
-        problems.append(f"{len(lost)} accepted orders without exactly one notification "
-                        f"(e.g. {_examples(lost)})")
-    if doubles:
-        problems.append(f"{len(doubles)} orders reserved twice in the ledger "
-                        f"(e.g. {_examples(doubles)})")
-    if stock["items_stock_vs_ledger"]:
-        problems.append(f"stock arithmetic disagrees with the ledger for "
-                        f"{stock['items_stock_vs_ledger']}")
-    if stock["items_stock_vs_outcomes"]:
-        problems.append(f"stock taken disagrees with the orders the inventory reserved for "
-                        f"{stock['items_stock_vs_outcomes']}")
-    if duplicate_keys:
-        problems.append(f"{len(duplicate_keys)} client requests became two orders "
-                        f"(e.g. {[sorted(ids_per_key[k]) for k in _examples(duplicate_keys, 2)]})")
-    if ghost_unaccepted:
-        problems.append(f"{len(ghost_unaccepted)} orders processed but never accepted "
-                        f"(e.g. {_examples(ghost_unaccepted)})")
-    if ghost_404:
-        problems.append(f"{len(ghost_404)} accepted orders not returned by GET (404 or no answer) "
-                        f"(e.g. {_examples(ghost_404)})")
-    if mismatched:
-        problems.append(f"{len(mismatched)} orders whose GET status disagrees with the "
-                        f"notification (e.g. {_examples(mismatched)})")
-    if not_dead:
-        problems.append(f"{len(not_dead)} malformed messages not in the DLQ with a reason "
-                        f"(e.g. {_examples(not_dead)})")
-    if stalled:
-        problems.append(f"queues not drained while their consumer says ok: {stalled}")
-    if unhealthy:
-        problems.append(f"services not healthy at the end: {unhealthy}")
-    if http_5xx:
-        problems.append(f"{http_5xx} answers were 5xx "
-                        f"({ {k: v for k, v in counts['answers'].items() if k[0] == '5'} })")
-    if client_errors:
-        problems.append(f"{client_errors} valid orders were answered 4xx")
-    if gave_up:
-        problems.append(f"{len(gave_up)} requests never accepted within the client's bound "
-                        f"(e.g. {_examples(gave_up)})")
+    # (what was found, how to say it): each invariant is broken when its finding is truthy.
+    findings: list[tuple[Any, str]] = [
+        (lost, f"{len(lost)} accepted orders without exactly one notification "
+               f"(e.g. {_examples(lost)})"),
+        (doubles, f"{len(doubles)} orders reserved twice in the ledger "
+                  f"(e.g. {_examples(doubles)})"),
+        (stock["items_stock_vs_ledger"], "stock arithmetic disagrees with the ledger for "
+                                         f"{stock['items_stock_vs_ledger']}"),
+        (stock["items_stock_vs_outcomes"], "stock taken disagrees with the orders the "
+                                           "inventory reserved for "
+                                           f"{stock['items_stock_vs_outcomes']}"),
+        (duplicate_keys, f"{len(duplicate_keys)} client requests became two orders (e.g. "
+                         f"{[sorted(ids_per_key[k]) for k in _examples(duplicate_keys, 2)]})"),
+        (ghost_unaccepted, f"{len(ghost_unaccepted)} orders processed but never accepted "
+                           f"(e.g. {_examples(ghost_unaccepted)})"),
+        (ghost_404, f"{len(ghost_404)} accepted orders not returned by GET (404 or no "
+                    f"answer) (e.g. {_examples(ghost_404)})"),
+        (mismatched, f"{len(mismatched)} orders whose GET status disagrees with the "
+                     f"notification (e.g. {_examples(mismatched)})"),
+        (not_dead, f"{len(not_dead)} malformed messages not in the DLQ with a reason "
+                   f"(e.g. {_examples(not_dead)})"),
+        (stalled, f"queues not drained while their consumer says ok: {stalled}"),
+        (unhealthy, f"services not healthy at the end: {unhealthy}"),
+        (http_5xx, f"{http_5xx} answers were 5xx "
+                   f"({ {k: v for k, v in counts['answers'].items() if k[0] == '5'} })"),
+        (client_errors, f"{client_errors} valid orders were answered 4xx"),
+        (gave_up, f"{len(gave_up)} requests never accepted within the client's bound "
+                  f"(e.g. {_examples(gave_up)})"),
+    ]
+    problems = [message for found, message in findings if found]
     return Verdict(not problems, counts, problems)
