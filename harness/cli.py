@@ -17,7 +17,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _open(args: argparse.Namespace):
-    from harness.broker import open_broker
+    from harness.brokers import open_broker
     return open_broker(args.broker)  # auto | local | local-cluster | local:N | docker | URL
 
 
@@ -141,7 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start a broker and the three services, print where they are, wait for Ctrl-C."""
-    from harness.broker import open_broker
+    from harness.brokers import open_broker
     from harness.course import public_url
     from harness.lab import DEFAULT_PORTS, Lab
     impl = _impl(args.impl) if args.impl else None
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("harness.observe").setLevel(logging.INFO if args.verbose
                                                   else logging.WARNING)
-    from harness.broker import BrokerUnavailable
+    from harness.brokers import BrokerUnavailable
     from harness.impl import ImplError
     from harness.lab import ServiceFailed
     from harness.scenarios.registry import WhiteBoxOnly

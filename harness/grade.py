@@ -124,7 +124,7 @@ def _mark(c: Check) -> str:
 def _broker_for_impl(impl: Impl, broker: Any, kind: str) -> Iterator[Any]:
     """The broker to grade on: the given one, or a fresh one of its own for a vhost-blind
     implementation (it takes the default vhost, and connects as the user its spec names)."""
-    from harness.broker import open_broker
+    from harness.brokers import open_broker
     if impl.honours_vhost and broker is not None:
         yield broker
         return

@@ -214,7 +214,7 @@ class Lab:
     """An implementation's three services running against one broker, as a context manager.
 
     Args:
-        broker: a started broker (harness.broker).
+        broker: a started broker (harness.brokers).
         config: the lab's own knobs (white-box; they reach only the lab's own services).
         impl: an Impl, a path to an impl.toml, or None for the lab's own services.
         replicas: processes per service, e.g. {"inventory": 3}; replicas share the

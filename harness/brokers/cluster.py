@@ -290,7 +290,7 @@ class LocalCluster(Broker):
         # pauses it, and Mnesia keeps the partition for good (running_partitioned_network).
         # Waiting for the pause makes every heal one that pause_minority recovers from.
         if until_paused:
-            wait_until(lambda: self.app_running(node) is False, until_paused,
+            wait_until(lambda: self.paused(node), until_paused,
                        f"{node.node} to notice it is cut off and pause (pause_minority)")
 
     def paused(self, node: LocalBroker) -> bool:

@@ -26,7 +26,7 @@ def broker_for(broker: Any) -> Iterator[Any]:
     if broker is not None:
         yield broker
         return
-    from harness.broker import open_broker
+    from harness.brokers import open_broker
     with open_broker("auto") as opened:
         yield opened
 
