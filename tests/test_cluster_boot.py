@@ -1,13 +1,16 @@
 """How a cluster boots its nodes together: a node that loses RabbitMQ 3.10's feature-flag
-race with a booting peer is booted again; any other failure stops the boot (fake nodes:
-the bookkeeping only; tests/test_cluster.py restarts a real cluster)."""
+race with a booting peer is booted again; any other failure stops the boot; and what
+counts as a node's answer to "running?" (fake nodes: the bookkeeping only;
+tests/test_cluster.py restarts and partitions a real cluster)."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
 from harness.brokers.base import BrokerError
-from harness.brokers.cluster import PEER_RACE_SIGNATURE, boot_together
+from harness.brokers.cluster import PEER_RACE_SIGNATURE, LocalCluster, boot_together
 
 
 class FakeNode:
@@ -58,3 +61,29 @@ def test_any_other_boot_failure_is_not_retried():
     with pytest.raises(BrokerError, match="eaddrinuse"):
         boot_together(nodes)
     assert nodes[0].starts == 1
+
+
+class AnsweringNode:
+    """A node whose CLI prints `stdout` with exit code `code`, or times out."""
+
+    def __init__(self, stdout: str = "", code: int = 0, hangs: bool = False) -> None:
+        self.stdout, self.code, self.hangs = stdout, code, hangs
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60,
+                    check: bool = True) -> subprocess.CompletedProcess[str]:
+        if self.hangs:
+            raise subprocess.TimeoutExpired(["rabbitmqctl", *args], timeout)
+        return subprocess.CompletedProcess(["rabbitmqctl", *args], self.code, self.stdout, "")
+
+
+@pytest.mark.parametrize(("node", "expected"), [
+    (AnsweringNode("true\n"), True),
+    (AnsweringNode("false\n"), False),  # the VM answers, the app is stopped: paused
+    (AnsweringNode("Error: unable to perform an operation on node", code=69), None),
+    (AnsweringNode("{badrpc,nodedown}"), None),
+    (AnsweringNode("false", code=2), None),  # a failed command is no answer, whatever it printed
+    (AnsweringNode(hangs=True), None),
+])
+def test_only_a_clear_answer_counts_as_running_or_paused(node, expected):
+    # partition() waits on these: only an unambiguous "false" from a live VM is a pause.
+    assert LocalCluster.app_running(node) is expected

@@ -21,6 +21,7 @@ import json
 import logging
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -297,13 +298,17 @@ class LocalCluster(Broker):
         """True when the node's VM answers but its RabbitMQ app is not running (paused)."""
         return self.app_running(node) is False
 
-    def app_running(self, node: LocalBroker) -> bool | None:
+    @staticmethod
+    def app_running(node: LocalBroker) -> bool | None:
         """Whether the node's RabbitMQ app has booted and runs (None: its VM does not answer)."""
         # Through the node's own namespace: this works while the node is cut off.
         # is_booted, not is_running: the latter is already true while boot steps still run
         # (why `rabbitmq-diagnostics is_running` asks is_booted too).
-        result = node.rabbitmqctl("eval", "rabbit:is_booted(node()).", check=False,
-                                  timeout=20)
+        try:
+            result = node.rabbitmqctl("eval", "rabbit:is_booted(node()).", check=False,
+                                      timeout=20)
+        except subprocess.TimeoutExpired:  # a busy VM: no answer this time, ask again
+            return None
         answer = result.stdout.strip() if result.returncode == 0 else ""
         return {"true": True, "false": False}.get(answer)
 
