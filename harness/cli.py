@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _impl(path: str):
-    from harness.impl import resolve
+    from harness.lab.impl import resolve
     return resolve(path)  # "lab" is the lab's own services
 
 
@@ -107,7 +107,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     """Grade an implementation with every black-box scenario; exit 1 if any check fails."""
     import json
 
-    from harness.grade import grade
+    from harness.grading.grade import grade
     impl = _impl(args.impl)
     only = [n.strip() for n in args.only.split(",")] if args.only else None
     if impl.honours_vhost:
@@ -126,7 +126,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the lab's drain against the plain-pika floor on the same broker."""
-    from harness import bench
+    from harness.bench import run as bench
     with _open(args) as broker:
         report = bench.run_bench(broker, backlog=args.backlog, runs=args.runs,
                                  synchronous=args.synchronous, profile=args.profile,
@@ -173,7 +173,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_contract(args: argparse.Namespace) -> int:
     """Check (or --write) the generated sections of docs/contract.md."""
-    from harness import contract
+    from harness.grading import contract
     if args.write:
         contract.write()
         print(f"wrote {contract.CONTRACT}")
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(up)
     up.set_defaults(func=cmd_up)
 
-    from harness import dlq
+    from harness import deadletters as dlq
     dlq.add_parser(sub)
     return parser
 
@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("harness.observe").setLevel(logging.INFO if args.verbose
                                                   else logging.WARNING)
     from harness.brokers import BrokerUnavailable
-    from harness.impl import ImplError
     from harness.lab import ServiceFailed
+    from harness.lab.impl import ImplError
     from harness.scenarios.registry import WhiteBoxOnly
     try:
         return args.func(args)

@@ -142,7 +142,7 @@ class QueueSampler:
                 self._ch = self._conn.channel()
         stats: dict[str, Any] = {}
         if self.source == "management":
-            from harness import admin
+            from harness.brokers import management as admin
             try:
                 stats = {q["name"]: q for q in admin.queues(self.broker, self.vhost)}
             except Exception as exc:

@@ -12,13 +12,13 @@ from typing import Any
 import pandas as pd
 
 from harness import amqp
-from harness.check import Verdict, check_run
 from harness.faults import Faults
-from harness.impl import Impl, resolve
+from harness.invariants import Verdict, check_run
 from harness.lab import Lab, LabConfig
+from harness.lab.impl import Impl, resolve
 from harness.load import LoadSpec, place_orders
 from harness.observe import QueueSampler, Timeline, latency_frame, percentiles
-from harness.report import keep_logs, run_folder
+from harness.reporting.results import keep_logs, run_folder
 from harness.waiting import WaitTimeout, wait_until
 from lab_services import topology as topo
 

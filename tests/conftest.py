@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.broker import Broker, BrokerUnavailable, find_server_script, open_broker
+from harness.brokers import Broker, BrokerUnavailable, find_server_script, open_broker
 from harness.lab import Lab
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

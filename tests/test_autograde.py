@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.grade import grade
-from harness.impl import load_impl
+from harness.grading.grade import grade
+from harness.lab.impl import load_impl
 from harness.scenarios import registry
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import describe, run_bench
-from harness.bench_http import wrk_path
+from harness.bench.intake import wrk_path
+from harness.bench.run import describe, run_bench
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench_http import lua_string, parse_output, run_wrk, write_script, wrk_path
+from harness.bench.intake import lua_string, parse_output, run_wrk, write_script, wrk_path
 
 
 class _Flaky(BaseHTTPRequestHandler):

@@ -22,7 +22,7 @@ import requests
 from conftest import require_rabbitmq
 
 from harness.amqp import depth
-from harness.broker import (
+from harness.brokers import (
     BrokerSettings,
     BrokerUnavailable,
     DockerBroker,
@@ -209,13 +209,13 @@ def test_url_provider_waits_but_cannot_stop(node, monkeypatch):
 def test_auto_without_docker_picks_local_and_close_leaves_nothing(
         tmp_path, caplog, no_docker_no_url):
     require_rabbitmq()
-    caplog.set_level(logging.INFO, logger="harness.broker")
+    caplog.set_level(logging.INFO, logger="harness.brokers")
     workdir = tmp_path / "node"
     broker = open_broker(workdir=workdir)
     try:
         assert isinstance(broker, LocalBroker)
         info = [r.getMessage() for r in caplog.records
-                if r.name == "harness.broker" and r.levelno == logging.INFO]
+                if r.name == "harness.brokers" and r.levelno == logging.INFO]
         assert len(info) == 1, info
         assert "local" in info[0] and "Docker" in info[0]
         pids = broker.pids()
@@ -231,7 +231,7 @@ def test_auto_without_docker_picks_local_and_close_leaves_nothing(
 @pytest.mark.broker
 def test_sigterm_to_python_still_cleans_up():
     require_rabbitmq()
-    code = ("import time\nfrom harness.broker import open_broker\n"
+    code = ("import time\nfrom harness.brokers import open_broker\n"
             "b = open_broker('local')\nprint(b.node, flush=True)\ntime.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                             text=True)

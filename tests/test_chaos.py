@@ -9,15 +9,15 @@ from collections import Counter
 
 import pytest
 
-from harness.chaos_check import (
+from harness.chaos.check import (
     INVARIANTS,
     ChaosObservation,
     ClientRequest,
     check_chaos,
     owner_of,
 )
-from harness.chaos_messages import KINDS, TAG_HEADER, malformed_message, tag, tag_of
-from harness.chaos_schedule import (
+from harness.chaos.messages import KINDS, TAG_HEADER, malformed_message, tag, tag_of
+from harness.chaos.schedule import (
     FLOOD,
     KILL,
     MEMORY_ALARM,
@@ -262,7 +262,7 @@ def _summary(result) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_reduced_chaos_run_on_a_real_broker_is_valid(broker, tmp_path, seed):
-    from harness.chaos import chaos
+    from harness.scenarios.chaos import chaos
     result = chaos(broker, seed=seed, orders=240, rate=30, out=tmp_path, progress=False)
     s = _summary(result)
     # The run did what it says: every fault of the schedule happened, on real traffic.
@@ -279,7 +279,7 @@ def test_a_reduced_chaos_run_on_a_real_broker_is_valid(broker, tmp_path, seed):
 @pytest.mark.broker
 @pytest.mark.slow
 def test_without_idempotency_the_duplicate_storm_is_caught_reserving_twice(broker, tmp_path):
-    from harness.chaos import chaos
+    from harness.scenarios.chaos import chaos
     result = chaos(broker, seed=5, orders=120, rate=30, idempotency="off",
                    fault_mix={**NO_FAULTS, "storms": 3}, out=tmp_path, progress=False)
     c = result.verdict.counts
@@ -293,7 +293,7 @@ def test_without_idempotency_the_duplicate_storm_is_caught_reserving_twice(broke
 def test_the_direct_design_through_a_broker_kill_is_caught(broker, tmp_path):
     # Publish first, store after (ORDER_PUBLISH=direct): a broker outage refuses orders
     # with 503, and an order refused while its event was on the wire is processed anyway.
-    from harness.chaos import chaos
+    from harness.scenarios.chaos import chaos
     result = chaos(broker, seed=3, orders=150, rate=30, extra_env={"ORDER_PUBLISH": "direct"},
                    fault_mix={**NO_FAULTS, "broker_kills": 1}, out=tmp_path, progress=False)
     c = result.verdict.counts
@@ -313,7 +313,7 @@ def _unbind(queue: str, exchange: str, routing_key: str):
 @pytest.mark.broker
 @pytest.mark.slow
 def test_outcomes_that_never_reach_the_notifier_are_caught_as_lost(broker, tmp_path):
-    from harness.chaos import chaos
+    from harness.scenarios.chaos import chaos
     from lab_services import topology as topo
     result = chaos(broker, seed=4, orders=40, rate=20, fault_mix=NO_FAULTS, settle_s=10,
                    prepare=_unbind(topo.INVENTORY_RESERVED, topo.INVENTORY_EVENTS,
@@ -325,7 +325,7 @@ def test_outcomes_that_never_reach_the_notifier_are_caught_as_lost(broker, tmp_p
 @pytest.mark.broker
 @pytest.mark.slow
 def test_statuses_that_never_reach_the_order_service_are_caught(broker, tmp_path):
-    from harness.chaos import chaos
+    from harness.scenarios.chaos import chaos
     from lab_services import topology as topo
     result = chaos(broker, seed=4, orders=40, rate=20, fault_mix=NO_FAULTS, settle_s=10,
                    prepare=_unbind(topo.ORDER_STATUS, topo.INVENTORY_EVENTS, "inventory.*"),
@@ -338,7 +338,7 @@ def test_statuses_that_never_reach_the_order_service_are_caught(broker, tmp_path
 @pytest.mark.broker
 @pytest.mark.slow
 def test_dead_letters_with_nowhere_to_go_are_caught_and_stall_their_queue(broker, tmp_path):
-    from harness.chaos import chaos
+    from harness.scenarios.chaos import chaos
     from lab_services import topology as topo
     result = chaos(broker, seed=4, orders=40, rate=20, fault_mix={**NO_FAULTS, "floods": 1},
                    settle_s=15, prepare=_unbind(topo.DLQ, topo.DEAD_LETTERS, "#"),

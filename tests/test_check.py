@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from harness.check import check_run, double_reservations, stock_conserved
+from harness.invariants import check_run, double_reservations, stock_conserved
 
 INVENTORY = {"item_1": {"initial": 10, "stock": 7}, "item_2": {"initial": 5, "stock": 5}}
 LEDGER = {"reservations": [{"order_id": "A", "item_id": "item_1", "quantity": 3}],

@@ -18,9 +18,10 @@ import pytest
 import requests
 from conftest import no_broker
 
-from harness import admin, scenarios
+from harness import scenarios
 from harness.amqp import depth
-from harness.broker import docker_available, open_broker
+from harness.brokers import docker_available, open_broker
+from harness.brokers import management as admin
 from harness.lab import Lab
 from harness.ports import free_ports
 from harness.waiting import wait_until
@@ -130,7 +131,7 @@ def test_compose_brings_up_a_healthy_broker_with_the_topology(engine, compose):
         wait_until(lambda n=name: engine.containers.get(n).attrs["State"].get("Health", {})
                    .get("Status") == "healthy", 180, f"{name} healthy")
 
-    class Mgmt:  # the compose broker, as harness.admin expects it
+    class Mgmt:  # the compose broker, as harness.brokers.management expects it
         management_url = compose["mgmt"]
         management_auth = ("admin", compose["password"])
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import contract
+from harness.grading import contract
 from lab_services import topology as topo
 
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from harness import crashbench
+from harness.bench import crash as crashbench
 from harness.course import labels_near, public_url
 
 SPEEDUPS = ((0.9, "slower"), (1.2, "about the same"), (4, "faster"), (math.inf, "4x"))

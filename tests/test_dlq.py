@@ -15,7 +15,9 @@ import pika
 import pika.data
 import pytest
 
-from harness import amqp, check, cli, dlq
+from harness import amqp, cli
+from harness import deadletters as dlq
+from harness import invariants as check
 from harness.waiting import wait_until
 from lab_services import headers as lab_headers
 from lab_services import topology as topo

@@ -1,5 +1,5 @@
-"""The dual-write experiment (harness.dualwrite) on a real broker: the crash between publishing
-and storing makes a ghost and a duplicate per client under `direct`, and nothing under
+"""The dual-write experiment (harness.course.dualwrite) on a real broker: the crash between
+publishing and storing makes a ghost and a duplicate per client under `direct`, and nothing under
 `outbox`. `direct` is the deliberately broken configuration that shows the counts can fail.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import dualwrite
+from harness.course import dualwrite
 
 CLIENTS = 3
 

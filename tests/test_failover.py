@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import require_rabbitmq
 
-from harness.failover import failover, leader_changes, moved_to_survivor
+from harness.scenarios.failover import failover, leader_changes, moved_to_survivor
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 from conftest import IN_CI
 
-from harness.grade import ReportCard, grade
+from harness.grading.grade import ReportCard, grade
 from harness.ports import port_free
 from harness.scenarios import registry
 

@@ -19,7 +19,8 @@ import psutil
 import pytest
 import requests
 
-from harness import admin, amqp
+from harness import amqp
+from harness.brokers import management as admin
 from harness.waiting import wait_until
 from lab_services import events
 from lab_services import topology as topo

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.impl import ImplError, fill, lab_impl, load_impl, render, resolve
 from harness.lab import Lab
+from harness.lab.impl import ImplError, fill, lab_impl, load_impl, render, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ["examples/naive/impl.toml", "exercises/inventory/impl.toml",

@@ -1,4 +1,4 @@
-"""The queue model (harness.model): pure logic, no broker."""
+"""The queue model (harness.reporting.model): pure logic, no broker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.model import (
+from harness.reporting.model import (
     Outage,
     drain_time,
     littles_law_length,

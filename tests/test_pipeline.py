@@ -9,7 +9,8 @@ import re
 import pytest
 import requests
 
-from harness import admin, amqp
+from harness import amqp
+from harness.brokers import management as admin
 from harness.runner import order_event
 from harness.waiting import wait_until
 from lab_services import topology as topo

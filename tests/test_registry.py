@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli, scenarios
-from harness.impl import load_impl
+from harness.lab.impl import load_impl
 from harness.scenarios import registry
 
 ROOT = Path(__file__).resolve().parents[1]

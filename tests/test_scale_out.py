@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from harness import scenarios
-from harness.consumers import inversions
+from harness.bench.consumers import inversions
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ from harness.brokers.local import LocalBroker, find_server_script, no_script
 from harness.brokers.netns import netns_available
 from harness.brokers.url import UrlBroker
 
-# The historical logger name: users and tests filter on "harness.broker".
-log = logging.getLogger("harness.broker")
+# One logger for broker choice: users and tests filter on "harness.brokers".
+log = logging.getLogger("harness.brokers")
 
 KINDS = "auto, local, local-cluster, local:N (N nodes), docker, url or an amqp:// URL"
 

@@ -6,7 +6,7 @@ that returns a `ScenarioResult` and leaves a run folder; notebooks, the CLI and 
 the same functions. Without a broker, one is opened with `open_broker("auto")`.
 
 Black-box scenarios (baseline, backlog-drain, reconnect, duplicates, restart-idempotency,
-malformed, kill-9) take any implementation (`impl=` a spec path or harness.impl.Impl);
+malformed, kill-9) take any implementation (`impl=` a spec path or harness.lab.impl.Impl);
 white-box ones (idempotency, crash-window, dlq, scale-out) use the lab's own knobs and refuse
 others.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from harness.report import ScenarioResult, combined_report, run_folder
+from harness.reporting.results import ScenarioResult, combined_report, run_folder
 from harness.scenarios import registry
 from harness.scenarios.backlog_drain import backlog_drain, drain_stats
 from harness.scenarios.baseline import baseline

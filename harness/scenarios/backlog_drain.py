@@ -7,13 +7,13 @@ from typing import Any
 
 import pandas as pd
 
-from harness import plots
-from harness.check import invariant_checks
-from harness.impl import Impl
+from harness.invariants import invariant_checks
 from harness.lab import LabConfig
+from harness.lab.impl import Impl
 from harness.load import LoadSpec
 from harness.observe import latency_frame, percentiles
-from harness.report import ScenarioResult
+from harness.reporting import plots
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.common import PLENTY, broker_for, finish
 from harness.scenarios.registry import Scenario, register

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import plots
-from harness.check import invariant_checks
-from harness.impl import Impl
+from harness.invariants import invariant_checks
+from harness.lab.impl import Impl
 from harness.load import LoadSpec
-from harness.report import ScenarioResult
+from harness.reporting import plots
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.common import broker_for, finish
 from harness.scenarios.registry import Scenario, register
@@ -49,7 +49,7 @@ def baseline(broker: Any = None, *, orders: int = 200, rate: float | None = None
 
 
 def _accepts(tried: str, orders: int, refused: int, load: Any):
-    from harness.check import Check
+    from harness.invariants import Check
     statuses = load["status"].value_counts(dropna=False).to_dict()
     happened = (f"all {orders} orders answered 201" if not refused else
                 f"{refused} of {orders} orders were refused (statuses {statuses}): a valid "

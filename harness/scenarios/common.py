@@ -7,9 +7,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from harness.check import Check
+from harness.invariants import Check
 from harness.load import LoadSpec
-from harness.report import ScenarioResult
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 
 log = logging.getLogger(__name__)

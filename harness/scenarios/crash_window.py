@@ -8,11 +8,11 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from harness import plots
-from harness.check import Verdict
-from harness.impl import Impl, resolve
+from harness.invariants import Verdict
 from harness.lab import LabConfig
-from harness.report import ScenarioResult, run_folder
+from harness.lab.impl import Impl, resolve
+from harness.reporting import plots
+from harness.reporting.results import ScenarioResult, run_folder
 from harness.runner import Run
 from harness.scenarios.common import PLENTY, barrier, broker_for
 from harness.scenarios.registry import Scenario, register, require_lab

@@ -7,13 +7,13 @@ from typing import Any
 
 import pandas as pd
 
-from harness import plots
-from harness.check import check_run
 from harness.faults import MALFORMED
-from harness.impl import Impl, resolve
+from harness.invariants import check_run
 from harness.lab import LabConfig
+from harness.lab.impl import Impl, resolve
 from harness.load import LoadSpec
-from harness.report import ScenarioResult
+from harness.reporting import plots
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.common import PLENTY, POISON_USER, broker_for, finish
 from harness.scenarios.registry import Scenario, register, require_lab

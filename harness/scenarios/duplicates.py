@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from harness import plots
-from harness.check import Check, check_run, double_reservations, invariant_checks
-from harness.impl import Impl
+from harness.invariants import Check, check_run, double_reservations, invariant_checks
 from harness.lab import LabConfig
-from harness.report import ScenarioResult
+from harness.lab.impl import Impl
+from harness.reporting import plots
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run, order_event
 from harness.scenarios.common import PLENTY, barrier, broker_for, finish, place_some
 from harness.scenarios.registry import Scenario, register

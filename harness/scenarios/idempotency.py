@@ -8,11 +8,11 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from harness import plots
-from harness.check import Verdict, check_run, double_reservations
-from harness.impl import Impl, resolve
+from harness.invariants import Verdict, check_run, double_reservations
 from harness.lab import LabConfig
-from harness.report import ScenarioResult, run_folder
+from harness.lab.impl import Impl, resolve
+from harness.reporting import plots
+from harness.reporting.results import ScenarioResult, run_folder
 from harness.runner import Run, order_event
 from harness.scenarios.common import PLENTY, barrier, broker_for, place_some
 from harness.scenarios.registry import Scenario, register, require_lab

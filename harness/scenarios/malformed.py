@@ -6,14 +6,14 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from harness import plots
 from harness.amqp import H_REASON
-from harness.check import Check, check_run, invariant_checks
 from harness.faults import MALFORMED
-from harness.impl import Impl
+from harness.invariants import Check, check_run, invariant_checks
 from harness.lab import LabConfig
+from harness.lab.impl import Impl
 from harness.load import LoadSpec
-from harness.report import ScenarioResult
+from harness.reporting import plots
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.common import PLENTY, broker_for, finish
 from harness.scenarios.registry import Scenario, register

@@ -4,7 +4,7 @@ A scenario registers itself where it is defined, with one call:
 
     register(Scenario("chaos", chaos, black_box=True, needs_restartable_broker=True))
 
-Modules outside this package that define scenarios (e.g. `harness.chaos`) are imported on
+Modules outside this package that define scenarios (e.g. `harness.scenarios.chaos`) are imported on
 first use of the registry when they exist (EXTRA_MODULES), so their one-line registration
 is all they need.
 """
@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.impl import Impl
+from harness.lab.impl import Impl
 
 # Modules outside the package that register scenarios of their own, if they exist.
-EXTRA_MODULES = ("harness.chaos", "harness.failover")
+EXTRA_MODULES = ("harness.scenarios.chaos", "harness.scenarios.failover")
 
 
 class WhiteBoxOnly(ValueError):

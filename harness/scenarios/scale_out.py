@@ -1,7 +1,7 @@
 """Scale-out: the same backlog drained by 1, 2 and 4 inventories (competing consumers).
 
 For each prefetch and consumer count: stop every inventory, place a backlog, let a gate
-hold it (harness.consumers.Gate), start N replicas, wait until all N consume, release the
+hold it (harness.bench.consumers.Gate), start N replicas, wait until all N consume, release the
 gate, and measure the drain from the inventory's own outcome timestamps. Each replica's
 GET /health says how many outcomes it published: the per-consumer delivery counts.
 Then: outcome order against queue order (inversions), the fix with a single-active-consumer
@@ -18,12 +18,12 @@ import pandas as pd
 import pika
 from matplotlib.figure import Figure
 
-from harness import consumers as cq
-from harness.check import double_reservations, invariant_checks
-from harness.impl import Impl, resolve
+from harness.bench import consumers as cq
+from harness.invariants import double_reservations, invariant_checks
 from harness.lab import LabConfig
+from harness.lab.impl import Impl, resolve
 from harness.load import LoadSpec
-from harness.report import ScenarioResult
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run, order_event
 from harness.scenarios.backlog_drain import drain_stats
 from harness.scenarios.common import PLENTY, broker_for, finish

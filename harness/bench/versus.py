@@ -1,7 +1,7 @@
 """The lab against another implementation (the naive one): HTTP intake and latency at 50/s.
 
 Each measurement starts the implementation in a Lab of its own on the same broker, so the
-two sides see the same node in the same run. Intake is driven by wrk (harness.bench_http);
+two sides see the same node in the same run. Intake is driven by wrk (harness.bench.intake);
 latency uses the Python client at a paced open-loop rate and the notifications' own
 timestamps (order placed -> outcome -> notified), as harness.observe does for scenarios.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import amqp
-from harness.bench_http import SHAPES, run_wrk, write_script
+from harness.bench.intake import SHAPES, run_wrk, write_script
 from harness.brokers import Broker
-from harness.impl import Impl
 from harness.lab import Lab, LabConfig
+from harness.lab.impl import Impl
 from harness.load import LoadSpec, order_mix, place_orders
 from harness.observe import latency_frame, percentiles
 from harness.waiting import WaitTimeout, wait_until
@@ -27,7 +27,7 @@ from lab_services import topology as topo
 log = logging.getLogger(__name__)
 
 PLENTY = "10000000"
-NAIVE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "naive" / "impl.toml"
+NAIVE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "naive" / "impl.toml"
 
 
 def _config() -> LabConfig:

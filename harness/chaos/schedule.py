@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.chaos_messages import KINDS
+from harness.chaos.messages import KINDS
 from lab_services import topology as topo
 
 SERVICES = ("order", "inventory", "notification")

@@ -13,9 +13,10 @@ from typing import Any
 
 import requests
 
-from harness import admin, amqp
-from harness.chaos_messages import VIA_MANAGEMENT, malformed_message, management_properties
-from harness.chaos_schedule import (
+from harness import amqp
+from harness.brokers import management as admin
+from harness.chaos.messages import VIA_MANAGEMENT, malformed_message, management_properties
+from harness.chaos.schedule import (
     FLOOD,
     KILL,
     MEMORY_ALARM,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lab_services import topology as topo
 
-CONTRACT = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
+CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 _SECTION = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated: \2 -->)", re.S)
 
 

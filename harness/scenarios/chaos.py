@@ -23,24 +23,26 @@ import numpy as np
 import pandas as pd
 import requests
 
-from harness import admin, amqp, plots
-from harness.chaos_check import (
+from harness import amqp
+from harness.brokers import management as admin
+from harness.chaos.check import (
     INVARIANTS,
     ChaosObservation,
     ClientRequest,
     check_chaos,
     owner_of,
 )
-from harness.chaos_inject import FaultRunner, Injector
-from harness.chaos_messages import KINDS, VIA_MANAGEMENT, tag, tag_of
-from harness.chaos_plots import depth_per_queue, latency_over_time, mark_chaos, outcome_table
-from harness.chaos_schedule import ScheduleSpec, draw_schedule, flood_messages, write_schedule
-from harness.check import Verdict
-from harness.impl import Impl
+from harness.chaos.inject import FaultRunner, Injector
+from harness.chaos.messages import KINDS, VIA_MANAGEMENT, tag, tag_of
+from harness.chaos.plots import depth_per_queue, latency_over_time, mark_chaos, outcome_table
+from harness.chaos.schedule import ScheduleSpec, draw_schedule, flood_messages, write_schedule
+from harness.invariants import Verdict
 from harness.lab import LabConfig
+from harness.lab.impl import Impl
 from harness.load import LoadSpec, place_orders
 from harness.observe import LAB_QUEUES
-from harness.report import ScenarioResult
+from harness.reporting import plots
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.common import broker_for
 from harness.scenarios.registry import Scenario, register

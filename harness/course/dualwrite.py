@@ -11,7 +11,7 @@ every POST /order stops at its first write, and then kills the order service wit
 
 Then the lock goes, the order service and the inventory come back, and each client, having had
 no answer, tries once more (as a client without an Idempotency-Key does). The counts follow
-harness.chaos_check: a ghost is processed but not known to the order service (GET 404); lost is
+harness.chaos.check: a ghost is processed but not known to the order service (GET 404); lost is
 accepted (201/202) but never notified; a duplicate is one client request that became more than
 one processed order.
 """

@@ -8,10 +8,10 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness import plots
-from harness.chaos_check import INVARIANTS
-from harness.chaos_schedule import MEMORY_ALARM, MEMORY_CLEAR
-from harness.check import Verdict
+from harness.chaos.check import INVARIANTS
+from harness.chaos.schedule import MEMORY_ALARM, MEMORY_CLEAR
+from harness.invariants import Verdict
+from harness.reporting import plots
 
 TARGET_COLOURS = {"broker": "tab:red", "order": "tab:blue", "inventory": "tab:orange",
                   "notification": "tab:green"}

@@ -1,7 +1,7 @@
 """Run an implementation's three services as real processes against a broker, over HTTP.
 
 The lab's own services by default, or any implementation named by a spec file
-(harness.impl). Each `Lab` gets its own vhost on the broker (when the management API is
+(harness.lab.impl). Each `Lab` gets its own vhost on the broker (when the management API is
 there and the implementation honours vhosts), its own free HTTP ports, its own data dirs and
 one log file per process, so several labs and test sessions can run side by side on one
 broker.
@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import requests
 
 from harness.brokers.base import Broker
-from harness.impl import SERVICES, Impl, render, resolve
+from harness.lab.impl import SERVICES, Impl, render, resolve
 from harness.ports import free_ports, port_free
 from harness.waiting import WaitTimeout, wait_until
 
@@ -233,7 +233,7 @@ class Lab:
         self.workdir = Path(workdir or self._tmp.name).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         # A vhost-blind implementation takes the broker's default vhost, which the lab
-        # empties first: give it a broker of its own (harness.grade does).
+        # empties first: give it a broker of its own (harness.grading.grade does).
         self.vhost = (f"lab-{uuid.uuid4().hex[:8]}"
                       if self.impl.honours_vhost and self._can_make_vhost() else None)
         self.processes: dict[str, list[ServiceProcess]] = {}
@@ -324,7 +324,7 @@ class Lab:
         return bool(self.config.own_vhost and self.broker.management_url)
 
     def _prepare_vhost(self) -> None:
-        from harness import admin
+        from harness.brokers import management as admin
         if self.vhost:
             admin.create_vhost(self.broker, self.vhost)
         elif not self.impl.honours_vhost and getattr(self.broker, "management_url", None):
@@ -360,7 +360,7 @@ class Lab:
             svc.stop()
         if self.vhost and self.started:
             self.started = False
-            from harness import admin
+            from harness.brokers import management as admin
             try:
                 admin.delete_vhost(self.broker, self.vhost)
             except Exception as exc:  # the broker may be down at the end of a fault scenario

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.check import Check, Verdict
+from harness.invariants import Check, Verdict
 
 
 def run_folder(out: str | Path, scenario: str) -> Path:

@@ -24,11 +24,11 @@ import psutil
 from matplotlib.figure import Figure
 
 from harness.brokers import Broker, LocalCluster, open_broker
-from harness.check import Verdict
+from harness.invariants import Verdict
 from harness.lab import LabConfig
 from harness.load import LoadSpec
-from harness.plots import mark_faults
-from harness.report import ScenarioResult
+from harness.reporting.plots import mark_faults
+from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.registry import Scenario, register
 from harness.waiting import WaitTimeout, wait_until

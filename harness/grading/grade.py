@@ -25,10 +25,10 @@ from typing import Any
 
 import requests
 
-from harness.check import Check
-from harness.impl import Impl, resolve
+from harness.invariants import Check
 from harness.lab import ServiceFailed
-from harness.report import ScenarioResult, _jsonable, run_folder
+from harness.lab.impl import Impl, resolve
+from harness.reporting.results import ScenarioResult, _jsonable, run_folder
 from harness.scenarios import registry
 from harness.waiting import WaitTimeout
 

@@ -25,8 +25,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.chaos_messages import tag_of
-from harness.check import Verdict, double_reservations
+from harness.chaos.messages import tag_of
+from harness.invariants import Verdict, double_reservations
 
 # Which service consumes a queue (retry tiers belong to the queue they feed).
 QUEUE_OWNER = {"order_placed": "inventory", "inventory_reserved": "notification",

@@ -9,7 +9,7 @@ outage, service rate) from a real run, so prediction and measurement can be over
 then every "what if" (more consumers, a faster handler, orders that keep coming) runs in
 milliseconds.
 
-    from harness.model import drain_time, simulate, steady_arrivals
+    from harness.reporting.model import drain_time, simulate, steady_arrivals
 
     drain_time(300, service_rate=80)                      # 3.75 s
     drain_time(300, service_rate=80, arrival_rate=50)     # 10 s: only the spare 30 msg/s drains

@@ -1,7 +1,7 @@
 """`python -m harness bench`: how fast the lab drains, against plain pika on the same broker.
 
 Speed is measured here, never asserted in a test. The figures that matter:
-- the floor: the inventory step written in plain pika at full speed (`harness.floor`),
+- the floor: the inventory step written in plain pika at full speed (`harness.bench.floor`),
   draining a backlog of N orders;
 - the lab's inventory draining the same backlog, on the same broker, in the same run,
   as a fraction of the floor (target: 0.75 or better), and each service's RSS meanwhile;
@@ -22,17 +22,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness import admin, amqp
-from harness.bench_http import wrk_path
-from harness.bench_versus import NAIVE_SPEC, intake, latency_at
+from harness import amqp
+from harness.bench.floor import run_floor
+from harness.bench.intake import wrk_path
+from harness.bench.versus import NAIVE_SPEC, intake, latency_at
 from harness.brokers import Broker
+from harness.brokers import management as admin
 from harness.brokers.procs import rss_mb
-from harness.floor import run_floor
-from harness.impl import Impl
 from harness.lab import Lab, LabConfig, with_vhost
+from harness.lab.impl import Impl
 from harness.load import LoadSpec, order_mix, place_orders
 from harness.observe import latency_frame, percentiles
-from harness.report import run_folder
+from harness.reporting.results import run_folder
 from harness.waiting import wait_until
 from lab_services import events
 from lab_services import topology as topo
