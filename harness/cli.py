@@ -276,12 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                         format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("harness.observe").setLevel(logging.INFO if args.verbose
                                                   else logging.WARNING)
-    from harness.brokers import BrokerUnavailable
+    from harness.brokers import BrokerNotFound
     from harness.lab import ServiceFailed
     from harness.lab.impl import ImplError
     from harness.scenarios.registry import WhiteBoxOnly
     try:
         return args.func(args)
-    except (BrokerUnavailable, ImplError, WhiteBoxOnly, ServiceFailed) as exc:
+    except (BrokerNotFound, ImplError, WhiteBoxOnly, ServiceFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,8 +28,8 @@ from lab_services import topology as topo
 
 log = logging.getLogger(__name__)
 
-LAB_QUEUES = (topo.ORDER_PLACED, topo.INVENTORY_RESERVED, topo.INVENTORY_FAILED,
-              topo.ORDER_STATUS, topo.DLQ,
+LAB_QUEUES = (topo.QUEUE_ORDER_PLACED, topo.QUEUE_INVENTORY_RESERVED, topo.QUEUE_INVENTORY_FAILED,
+              topo.QUEUE_ORDER_STATUS, topo.DLQ,
               # the order's retry tiers, so that a poison order's waits show on the charts
               *(topo.retry_queue(n) for n in range(1, len(topo.RETRY_DELAYS_MS) + 1)))
 

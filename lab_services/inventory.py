@@ -60,8 +60,8 @@ class InventoryService:
                        counter=DeliveryCounts(self.settings.service.store_path,
                                               synchronous=sync))
         self._in_this_batch: list[str] = []
-        self.bus.consume(topology.ORDER_PLACED, self.handle, before_ack=self._before_ack,
-                         retry=RetryPolicy(queue=topology.ORDER_PLACED),
+        self.bus.consume(topology.QUEUE_ORDER_PLACED, self.handle, before_ack=self._before_ack,
+                         retry=RetryPolicy(queue=topology.QUEUE_ORDER_PLACED),
                          unit_of_work=self.unit_of_work, prepare=self.prepare)
 
     def start(self) -> None:

@@ -26,7 +26,7 @@ class NotificationService:
         self.store = NotificationStore(self.config.store_path, synchronous=sync)
         self.bus = Bus(self.settings.bus, name="notification",
                        counter=DeliveryCounts(self.config.store_path, synchronous=sync))
-        for queue in (topology.INVENTORY_RESERVED, topology.INVENTORY_FAILED):
+        for queue in (topology.QUEUE_INVENTORY_RESERVED, topology.QUEUE_INVENTORY_FAILED):
             self.bus.consume(queue, self.handle, retry=RetryPolicy(queue=queue),
                              unit_of_work=self.store.transaction)
 

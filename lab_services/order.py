@@ -247,8 +247,8 @@ class OrderService:
         self.store = OrderStore(self.config.store_path, synchronous=sync)
         self.bus = Bus(self.settings.bus, name="order",
                        counter=DeliveryCounts(self.config.store_path, synchronous=sync))
-        self.bus.consume(topology.ORDER_STATUS, self.on_status,
-                         retry=RetryPolicy(queue=topology.ORDER_STATUS),
+        self.bus.consume(topology.QUEUE_ORDER_STATUS, self.on_status,
+                         retry=RetryPolicy(queue=topology.QUEUE_ORDER_STATUS),
                          unit_of_work=self.store.transaction)
         self.mode = self.settings.order.publish
         self.relay = OutboxRelay(self.store, self.bus, interval=self.settings.order.relay_interval,

@@ -14,10 +14,13 @@ from lab_services import topology
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """Retry tiers for one work queue: delay queues in order, and a bound on attempts."""
+    """Retry tiers for one work queue: delay queues in order, and a bound on attempts.
+
+    The delays themselves are the tier queues' TTLs (`topology.RETRY_DELAYS_MS`, declared with
+    the topology), so a policy chooses only how many of the tiers a message may use.
+    """
 
     queue: str
-    delays_ms: tuple[int, ...] = topology.RETRY_DELAYS_MS
     max_attempts: int | None = None
 
     def __post_init__(self) -> None:
@@ -27,7 +30,7 @@ class RetryPolicy:
     @property
     def tiers(self) -> int:
         """How many retries a message gets before it is dead-lettered."""
-        limit = len(self.delays_ms)
+        limit = len(topology.RETRY_DELAYS_MS)
         return limit if self.max_attempts is None else min(limit, self.max_attempts)
 
     def next_queue(self, attempts: int) -> str | None:
@@ -37,7 +40,7 @@ class RetryPolicy:
         return None
 
 
-NO_RETRY = RetryPolicy(queue="", delays_ms=())
+NO_RETRY = RetryPolicy(queue="", max_attempts=0)
 
 
 def backoff_s(failures: int, *, initial: float = 0.1, cap: float = 5.0) -> float:

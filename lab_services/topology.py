@@ -18,10 +18,10 @@ ORDER_EVENTS = "order_events"
 INVENTORY_EVENTS = "inventory_events"
 DEAD_LETTERS = "dead_letters"
 
-ORDER_PLACED = "order_placed"
-INVENTORY_RESERVED = "inventory_reserved"
-INVENTORY_FAILED = "inventory_failed"
-ORDER_STATUS = "order_status"
+QUEUE_ORDER_PLACED = "order_placed"
+QUEUE_INVENTORY_RESERVED = "inventory_reserved"
+QUEUE_INVENTORY_FAILED = "inventory_failed"
+QUEUE_ORDER_STATUS = "order_status"
 DLQ = "dlq"
 
 KEY_ORDER_PLACED = "order.placed"
@@ -36,7 +36,8 @@ QUEUE_TYPES = ("classic", "quorum")
 RETRY_DELAYS_MS = (200, 800, 3200)
 # Every consumed queue has its tiers: a transient error must not send a good message
 # straight to the DLQ.
-RETRIED_QUEUES = (ORDER_PLACED, INVENTORY_RESERVED, INVENTORY_FAILED, ORDER_STATUS)
+RETRIED_QUEUES = (QUEUE_ORDER_PLACED, QUEUE_INVENTORY_RESERVED, QUEUE_INVENTORY_FAILED,
+                  QUEUE_ORDER_STATUS)
 QUORUM_DELIVERY_LIMIT = 5
 
 
@@ -129,7 +130,7 @@ class Topology:
         }
 
 
-def retry_queue(attempt: int, queue: str = ORDER_PLACED) -> str:
+def retry_queue(attempt: int, queue: str = QUEUE_ORDER_PLACED) -> str:
     """Name of the delay queue that holds a message of `queue` before retry `attempt`."""
     return f"{queue}.retry.{attempt}"
 
@@ -151,10 +152,10 @@ def build_topology(queue_type: str | None = None) -> Topology:
         Exchange(DEAD_LETTERS, type="fanout"),
     )
     queues = [
-        Queue(ORDER_PLACED, dead_lettered),
-        Queue(INVENTORY_RESERVED, dead_lettered),
-        Queue(INVENTORY_FAILED, dead_lettered),
-        Queue(ORDER_STATUS, dead_lettered),
+        Queue(QUEUE_ORDER_PLACED, dead_lettered),
+        Queue(QUEUE_INVENTORY_RESERVED, dead_lettered),
+        Queue(QUEUE_INVENTORY_FAILED, dead_lettered),
+        Queue(QUEUE_ORDER_STATUS, dead_lettered),
         Queue(DLQ, base),
     ]
     for work_queue in RETRIED_QUEUES:
@@ -172,10 +173,10 @@ def build_topology(queue_type: str | None = None) -> Topology:
                 )
             )
     bindings = (
-        Binding(ORDER_EVENTS, ORDER_PLACED, KEY_ORDER_PLACED),
-        Binding(INVENTORY_EVENTS, INVENTORY_RESERVED, KEY_INVENTORY_RESERVED),
-        Binding(INVENTORY_EVENTS, INVENTORY_FAILED, KEY_INVENTORY_FAILED),
-        Binding(INVENTORY_EVENTS, ORDER_STATUS, "inventory.*"),
+        Binding(ORDER_EVENTS, QUEUE_ORDER_PLACED, KEY_ORDER_PLACED),
+        Binding(INVENTORY_EVENTS, QUEUE_INVENTORY_RESERVED, KEY_INVENTORY_RESERVED),
+        Binding(INVENTORY_EVENTS, QUEUE_INVENTORY_FAILED, KEY_INVENTORY_FAILED),
+        Binding(INVENTORY_EVENTS, QUEUE_ORDER_STATUS, "inventory.*"),
         Binding(DEAD_LETTERS, DLQ, "#"),
     )
     return Topology(queue_type, exchanges, tuple(queues), bindings)

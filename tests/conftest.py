@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.brokers import Broker, BrokerUnavailable, find_server_script, open_broker
+from harness.brokers import Broker, BrokerNotFound, find_server_script, open_broker
 from harness.lab import Lab
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -61,7 +61,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
         require_rabbitmq()
     try:
         b = open_broker(kind)
-    except BrokerUnavailable as exc:
+    except BrokerNotFound as exc:
         no_broker(str(exc))
     try:
         yield b

@@ -23,8 +23,8 @@ from conftest import require_rabbitmq
 
 from harness.amqp import depth
 from harness.brokers import (
+    BrokerNotFound,
     BrokerSettings,
-    BrokerUnavailable,
     DockerBroker,
     LocalBroker,
     find_server_script,
@@ -250,7 +250,7 @@ def test_sigterm_to_python_still_cleans_up():
 
 def test_unavailable_message_names_all_three_ways(no_docker_no_url):
     start = time.monotonic()
-    with pytest.raises(BrokerUnavailable) as err:
+    with pytest.raises(BrokerNotFound) as err:
         open_broker(server_script="/nonexistent/rabbitmq-server")
     assert time.monotonic() - start < 10
     msg = str(err.value)
@@ -261,9 +261,9 @@ def test_unavailable_message_names_all_three_ways(no_docker_no_url):
 
 
 def test_docker_without_daemon_is_unavailable(no_docker_no_url):
-    with pytest.raises(BrokerUnavailable, match="Docker"):
+    with pytest.raises(BrokerNotFound, match="Docker"):
         open_broker("docker")
-    with pytest.raises(BrokerUnavailable, match="no Docker daemon"):
+    with pytest.raises(BrokerNotFound, match="no Docker daemon"):
         DockerBroker()
 
 

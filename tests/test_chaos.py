@@ -316,7 +316,7 @@ def test_outcomes_that_never_reach_the_notifier_are_caught_as_lost(broker, tmp_p
     from harness.scenarios.chaos import chaos
     from lab_services import topology as topo
     result = chaos(broker, seed=4, orders=40, rate=20, fault_mix=NO_FAULTS, settle_s=10,
-                   prepare=_unbind(topo.INVENTORY_RESERVED, topo.INVENTORY_EVENTS,
+                   prepare=_unbind(topo.QUEUE_INVENTORY_RESERVED, topo.INVENTORY_EVENTS,
                                    topo.KEY_INVENTORY_RESERVED), out=tmp_path, progress=False)
     c = result.verdict.counts
     assert not result.valid and c["lost"] == c["accepted"] - c["failed"] > 0, result.verdict
@@ -328,7 +328,7 @@ def test_statuses_that_never_reach_the_order_service_are_caught(broker, tmp_path
     from harness.scenarios.chaos import chaos
     from lab_services import topology as topo
     result = chaos(broker, seed=4, orders=40, rate=20, fault_mix=NO_FAULTS, settle_s=10,
-                   prepare=_unbind(topo.ORDER_STATUS, topo.INVENTORY_EVENTS, "inventory.*"),
+                   prepare=_unbind(topo.QUEUE_ORDER_STATUS, topo.INVENTORY_EVENTS, "inventory.*"),
                    out=tmp_path, progress=False)
     c = result.verdict.counts
     assert not result.valid and c["status_mismatch"] == c["accepted"] > 0, result.verdict

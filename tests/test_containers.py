@@ -137,7 +137,8 @@ def test_compose_brings_up_a_healthy_broker_with_the_topology(engine, compose):
 
     queues = {q["name"]: q for q in admin.queues(Mgmt, "/")}
     assert set(topo.build_topology().queue_names()) <= set(queues)
-    for name in (topo.ORDER_PLACED, topo.INVENTORY_RESERVED, topo.INVENTORY_FAILED):
+    for name in (topo.QUEUE_ORDER_PLACED, topo.QUEUE_INVENTORY_RESERVED,
+                 topo.QUEUE_INVENTORY_FAILED):
         assert queues[name]["arguments"]["x-dead-letter-exchange"] == topo.DEAD_LETTERS
     # The .env user is the only login: the well-known guest account does not exist.
     r = requests.get(compose["mgmt"] + "/api/overview", auth=("guest", "guest"), timeout=5)
@@ -165,10 +166,10 @@ def test_compose_runs_the_original_curl_flow_and_the_backlog(engine, compose):
                           json={"user_id": f"backlog{i}", "items": BURGER["items"]})
         assert r.status_code == 201
         ids.append(r.json()["order_id"])
-    wait_until(lambda: depth(compose["amqp"], topo.ORDER_PLACED) == 10, 60, "a backlog of 10")
+    wait_until(lambda: depth(compose["amqp"], topo.QUEUE_ORDER_PLACED) == 10, 60, "a backlog of 10")
     subprocess.run(["docker", "start", "inventory-service"], check=True, capture_output=True,
                    timeout=120)
-    wait_until(lambda: depth(compose["amqp"], topo.ORDER_PLACED) == 0, 120, "backlog drained")
+    wait_until(lambda: depth(compose["amqp"], topo.QUEUE_ORDER_PLACED) == 0, 120, "backlog drained")
     wait_until(lambda: set(ids) <= {n["order_id"] for n in requests.get(
         compose["notification"] + "/notifications", timeout=5).json()}, 60, "all notified")
 

@@ -85,7 +85,7 @@ def test_hostile_http_bodies_get_a_json_4xx_naming_the_field_and_change_nothing(
                                headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert wrong_type.status_code == 415 and wrong_type.json()["field"] == "body"
     assert lab.orders() == []
-    assert amqp.depth(lab.amqp_url, topo.ORDER_PLACED) == 0
+    assert amqp.depth(lab.amqp_url, topo.QUEUE_ORDER_PLACED) == 0
     assert lab.get("inventory", "/health")["processed_orders"] == 0
     # A long unknown id on GET is not echoed back whole.
     r = requests.get(lab.url("order") + "/order/" + "x" * 5000, timeout=15)
@@ -166,7 +166,7 @@ def test_an_unroutable_order_is_not_answered_201(make_lab):
     for publish, refused in (("outbox", 202), ("direct", 503)):
         lab = make_lab(extra_env={"ORDER_PUBLISH": publish})
         lab.stop("inventory")  # nobody left to declare the queue again
-        admin._api(lab.broker, "DELETE", f"/queues/{lab.vhost}/{topo.ORDER_PLACED}")
+        admin._api(lab.broker, "DELETE", f"/queues/{lab.vhost}/{topo.QUEUE_ORDER_PLACED}")
         r = post(lab, GOOD)
         assert r.status_code == refused, f"{publish}: {r.status_code} {r.text}"
         lab.start_service("inventory")  # declares order_placed again
@@ -275,7 +275,7 @@ def test_an_oversized_unknown_item_is_refused_with_a_bounded_reason(lab):
     wait_until(lambda: _dlq_reasons(lab), 30, "the order in the DLQ")
     (dead,) = amqp.read_queue(lab.amqp_url)
     assert dead["reason"].startswith("items[0].item_id: at most 64 characters")
-    assert len(dead["reason"]) <= 500 and dead["original_queue"] == topo.ORDER_PLACED
+    assert len(dead["reason"]) <= 500 and dead["original_queue"] == topo.QUEUE_ORDER_PLACED
 
 
 def _nested(depth: int) -> dict:
@@ -335,7 +335,7 @@ def test_concurrent_retries_with_one_key_publish_one_event_in_direct_mode(make_l
     statuses = {r.status_code for r in answers}
     assert statuses <= {201, 409}, statuses
     assert len({r.json()["order_id"] for r in answers if r.status_code == 201}) == 1
-    assert amqp.depth(lab.amqp_url, topo.ORDER_PLACED) == 1
+    assert amqp.depth(lab.amqp_url, topo.QUEUE_ORDER_PLACED) == 1
     assert len(lab.orders()) == 1
 
 

@@ -120,7 +120,7 @@ def test_malformed_message_goes_to_dlq_with_reason_and_pipeline_goes_on(lab, raw
     dead = amqp.read_queue(lab.amqp_url, topo.DLQ)
     assert len(dead) == 1
     assert dead[0]["body"] == raw and dead[0]["reason"].startswith(reason)
-    assert dead[0]["original_queue"] == topo.ORDER_PLACED
+    assert dead[0]["original_queue"] == topo.QUEUE_ORDER_PLACED
     assert lab.get("inventory", "/health")["processed_orders"] == 1
 
 
@@ -162,7 +162,7 @@ def test_insufficient_stock_fails_the_order_and_says_so(make_lab):
 def test_quorum_queues_work_end_to_end(make_lab):
     lab = make_lab(queue_type="quorum")
     queues = {q["name"]: q for q in admin.queues(lab.broker, lab.vhost)}
-    assert queues[topo.ORDER_PLACED]["type"] == "quorum"
+    assert queues[topo.QUEUE_ORDER_PLACED]["type"] == "quorum"
     order = place(lab)
     amqp.publish_raw(lab.amqp_url, "not valid json at all")
     lab.wait_notified([order["order_id"]], 30)

@@ -33,7 +33,7 @@ def test_backlog_rises_while_inventory_is_down_and_drains_to_zero(broker, tmp_pa
                                      out=tmp_path, progress=False)
     assert result.valid, result.verdict.problems
     depth = result.frames["queue_depth"]
-    placed = depth[depth["queue"] == topo.ORDER_PLACED].dropna(subset=["ready"])
+    placed = depth[depth["queue"] == topo.QUEUE_ORDER_PLACED].dropna(subset=["ready"])
     timeline = result.timeline.set_index("kind")
     stopped_at, started_at = timeline.loc["stop", "t"], timeline.loc["start", "t"]
     while_down = placed[(placed["t"] > stopped_at) & (placed["t"] < started_at)]

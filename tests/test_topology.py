@@ -11,7 +11,8 @@ from lab_services import topology as t
 def test_work_queues_dead_letter_into_dlq(queue_type):
     topo = t.build_topology(queue_type)
     queues = {q.name: q for q in topo.queues}
-    for name in (t.ORDER_PLACED, t.INVENTORY_RESERVED, t.INVENTORY_FAILED, t.ORDER_STATUS):
+    for name in (t.QUEUE_ORDER_PLACED, t.QUEUE_INVENTORY_RESERVED, t.QUEUE_INVENTORY_FAILED,
+                 t.QUEUE_ORDER_STATUS):
         assert queues[name].durable
         assert queues[name].arguments["x-dead-letter-exchange"] == t.DEAD_LETTERS
         assert queues[name].arguments["x-queue-type"] == queue_type
@@ -36,7 +37,7 @@ def test_retry_queues_return_to_the_work_queue_with_growing_delays():
     for attempt in range(1, len(t.RETRY_DELAYS_MS) + 1):
         args = queues[t.retry_queue(attempt)].arguments
         assert args["x-dead-letter-exchange"] == ""
-        assert args["x-dead-letter-routing-key"] == t.ORDER_PLACED
+        assert args["x-dead-letter-routing-key"] == t.QUEUE_ORDER_PLACED
         delays.append(args["x-message-ttl"])
     assert delays == sorted(delays) and len(set(delays)) == len(delays)
 

@@ -103,7 +103,7 @@ class FloorInventory:
 
     def on_qos(self, _frame: Any) -> None:
         """Start consuming."""
-        self.ch.basic_consume(topo.ORDER_PLACED, self.on_message)
+        self.ch.basic_consume(topo.QUEUE_ORDER_PLACED, self.on_message)
 
     def on_fail(self, _conn: Any, exc: BaseException) -> None:
         """The connection could not open."""

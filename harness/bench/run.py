@@ -60,7 +60,7 @@ def _publish_backlog(amqp_url: str, n: int) -> None:
 
 
 def _wait_backlog(amqp_url: str, n: int) -> None:
-    wait_until(lambda: amqp.depth(amqp_url, topo.ORDER_PLACED) >= n, 60 + n / 1000,
+    wait_until(lambda: amqp.depth(amqp_url, topo.QUEUE_ORDER_PLACED) >= n, 60 + n / 1000,
                f"a backlog of {n} orders")
 
 
@@ -139,7 +139,7 @@ def drain_rate(broker: Broker, backlog: int, prefetch: int = 200,
         lab.start_service("inventory", wait=False)
         if profile_to is not None:
             spy = _py_spy(lab.services["inventory"].proc.pid, profile_to)
-        wait_until(lambda: amqp.depth(lab.amqp_url, topo.ORDER_PLACED) == 0
+        wait_until(lambda: amqp.depth(lab.amqp_url, topo.QUEUE_ORDER_PLACED) == 0
                    and lab.services["inventory"].health(), 120 + backlog / 100, "drained")
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT

@@ -37,7 +37,7 @@ def _config() -> LabConfig:
 def _settle(lab: Lab, timeout: float) -> None:
     """Let the consumers catch up with what the last run queued (bounded; a miss is logged)."""
     try:
-        wait_until(lambda: amqp.depth(lab.amqp_url, topo.ORDER_PLACED) == 0, timeout,
+        wait_until(lambda: amqp.depth(lab.amqp_url, topo.QUEUE_ORDER_PLACED) == 0, timeout,
                    "order_placed drained between intake runs", interval=0.2)
     except WaitTimeout as exc:
         log.warning("%s: %s", lab.impl.name, exc)

@@ -13,8 +13,8 @@ from harness.brokers.base import (
     HOWTO,
     Broker,
     BrokerError,
+    BrokerNotFound,
     BrokerSettings,
-    BrokerUnavailable,
     Node,
 )
 from harness.brokers.choose import KINDS, open_broker, parse_kind
@@ -25,6 +25,6 @@ from harness.brokers.url import UrlBroker
 
 __all__ = [
     "DEBIAN_RELEASE_SCRIPT", "DEFAULT_IMAGE", "HOWTO", "KINDS", "Broker", "BrokerError",
-    "BrokerSettings", "BrokerUnavailable", "DockerBroker", "LocalBroker", "LocalCluster",
+    "BrokerSettings", "BrokerNotFound", "DockerBroker", "LocalBroker", "LocalCluster",
     "Node", "UrlBroker", "docker_available", "find_server_script", "open_broker", "parse_kind",
 ]

@@ -40,7 +40,7 @@ Get a RabbitMQ broker in any one of these ways:
   3. an existing broker: pass --broker amqp://USER:PASS@HOST:5672/%2F or set AMQP_URL."""
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerNotFound(RuntimeError):
     """No provider can give us a broker; the message says how to get one."""
 
     def __init__(self, reason: str) -> None:

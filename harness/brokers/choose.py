@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.brokers.base import Broker, BrokerSettings, BrokerUnavailable
+from harness.brokers.base import Broker, BrokerNotFound, BrokerSettings
 from harness.brokers.cluster import MAX_NODES, LocalCluster
 from harness.brokers.docker import DockerBroker, docker_available
 from harness.brokers.local import LocalBroker, find_server_script, no_script
@@ -48,7 +48,7 @@ def _use_netns(mode: str) -> tuple[bool, str]:
         return False, "namespaces off: nodes on loopback, no partitions"
     ok, why = netns_available()
     if not ok and mode == "on":
-        raise BrokerUnavailable(f"network namespaces were asked for, but {why}")
+        raise BrokerNotFound(f"network namespaces were asked for, but {why}")
     return ok, ("each node in its own network namespace" if ok
                 else f"nodes on loopback, no partitions ({why})")
 
@@ -71,7 +71,7 @@ def choose(kind: str, url: str | None, settings: BrokerSettings,
     if provider == "docker":
         ok, why = docker_available(settings.docker_ping_timeout)
         if not ok:
-            raise BrokerUnavailable(why)
+            raise BrokerNotFound(why)
         return DockerBroker(settings), "asked for docker"
     if url:
         return UrlBroker(url, settings), "a URL was given (url= or AMQP_URL)"
@@ -80,7 +80,7 @@ def choose(kind: str, url: str | None, settings: BrokerSettings,
         return DockerBroker(settings), docker_why
     script = find_server_script(settings.server_script)
     if script is None:
-        raise BrokerUnavailable(f"AMQP_URL is not set; {docker_why}; {no_script(settings)}")
+        raise BrokerNotFound(f"AMQP_URL is not set; {docker_why}; {no_script(settings)}")
     return LocalBroker(settings, workdir), f"{docker_why}; found {script}"
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from harness.brokers.base import (
     Broker,
     BrokerError,
+    BrokerNotFound,
     BrokerSettings,
-    BrokerUnavailable,
     amqp_url_for,
     short,
 )
@@ -55,7 +55,7 @@ class DockerBroker(Broker):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 from testcontainers.community.rabbitmq import RabbitMqContainer
         except ImportError as exc:
-            raise BrokerUnavailable(f"testcontainers is not installed ({exc})") from exc
+            raise BrokerNotFound(f"testcontainers is not installed ({exc})") from exc
         self.amqp_port, self.management_port = free_ports(2)
         conf = (f"collect_statistics_interval = {s.stats_interval_ms}\n"
                 "management.sample_retention_policies.global.minute = 1\n"
@@ -70,7 +70,7 @@ class DockerBroker(Broker):
                 .with_copy_into_container(conf.encode(), "/etc/rabbitmq/conf.d/90-rabbit-lab.conf")
             )
         except DockerException as exc:  # raised by the constructor when no daemon answers
-            raise BrokerUnavailable(f"no Docker daemon ({short(exc)})") from exc
+            raise BrokerNotFound(f"no Docker daemon ({short(exc)})") from exc
 
     def _wrapped(self) -> Any:
         return self._container.get_wrapped_container()

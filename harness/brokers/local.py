@@ -22,8 +22,8 @@ from harness.brokers import procs
 from harness.brokers.base import (
     Broker,
     BrokerError,
+    BrokerNotFound,
     BrokerSettings,
-    BrokerUnavailable,
     amqp_url_for,
     env,
 )
@@ -106,7 +106,7 @@ class LocalBroker(Broker):
         s = self.settings
         script = find_server_script(s.server_script)
         if script is None:
-            raise BrokerUnavailable(no_script(s))
+            raise BrokerNotFound(no_script(s))
         self.server_script = script
         self.node = s.node_name or f"lab-{secrets.token_hex(3)}@localhost"
         self._own_dir = workdir is None

@@ -118,7 +118,7 @@ def draw_schedule(spec: ScheduleSpec) -> list[Fault]:
             busy.append((t - spec.alarm_s - 1, t + spec.alarm_s + spec.broker_recovery_s))
     # Duplicate storms: every order accepted during the storm is republished twice.
     for t in _spread(rng, spec.storms, 0.0, hi, gap=1.0):
-        rows.append(Fault(t, STORM, topo.ORDER_PLACED,
+        rows.append(Fault(t, STORM, topo.QUEUE_ORDER_PLACED,
                           {"duration_s": round(rng.uniform(0.15, 0.35) * w, 2),
                            "copies": ["same event_id", "new event_id"]}))
     # The malformed flood: about a tenth of order.placed, every kind in every run.
@@ -131,7 +131,7 @@ def draw_schedule(spec: ScheduleSpec) -> list[Fault]:
     per = [total // len(times) + (1 if i < total % len(times) else 0) for i in range(len(times))]
     first = 0
     for t, n in zip(times, per, strict=True):
-        rows.append(Fault(t, FLOOD, topo.ORDER_PLACED,
+        rows.append(Fault(t, FLOOD, topo.QUEUE_ORDER_PLACED,
                           {"count": n, "first_tag": first, "kinds": kinds[first:first + n]}))
         first += n
     return sorted(rows, key=lambda f: (f.at_s, ACTIONS.index(f.action), f.target))

@@ -84,7 +84,8 @@ def _post(url: str, user_id: str, out: dict[str, str]) -> None:
 
 def _events_waiting(lab: Lab) -> list[dict[str, Any]]:
     """The OrderPlaced events waiting in order_placed (read and put back)."""
-    return [json.loads(m["body"]) for m in amqp.read_queue(lab.amqp_url, topology.ORDER_PLACED)]
+    queued = amqp.read_queue(lab.amqp_url, topology.QUEUE_ORDER_PLACED)
+    return [json.loads(m["body"]) for m in queued]
 
 
 def crash_mid_order(lab: Lab, design: str, clients: int = 5, *,
@@ -103,7 +104,7 @@ def crash_mid_order(lab: Lab, design: str, clients: int = 5, *,
     users = [f"{tag}-{i}" for i in range(clients)]
     lab.restart("order", env=env)
     lab.stop("inventory")  # events wait in order_placed, where the harness can see them
-    waiting_before = amqp.depth(lab.amqp_url, topology.ORDER_PLACED)
+    waiting_before = amqp.depth(lab.amqp_url, topology.QUEUE_ORDER_PLACED)
     lock = hold_write_lock(order_db(lab))
     answers: dict[str, str] = {}
     try:
@@ -115,7 +116,8 @@ def crash_mid_order(lab: Lab, design: str, clients: int = 5, *,
         # Until every client's event is on the queue (direct), or the window ends (outbox).
         deadline = time.monotonic() + (timeout if design == "direct" else window)
         while (time.monotonic() < deadline
-               and amqp.depth(lab.amqp_url, topology.ORDER_PLACED) < waiting_before + clients):
+               and amqp.depth(lab.amqp_url, topology.QUEUE_ORDER_PLACED)
+               < waiting_before + clients):
             time.sleep(0.05)
         answered_early = dict(answers)
         lab.kill("order")  # SIGKILL: no answer, no clean-up, as a crash
@@ -148,7 +150,7 @@ def crash_mid_order(lab: Lab, design: str, clients: int = 5, *,
     # Wait (bounded) until everything published is processed: each accepted order notified,
     # and order_placed empty.
     lab.wait_notified(accepted_ids, timeout=timeout)
-    wait_until(lambda: amqp.depth(lab.amqp_url, topology.ORDER_PLACED) == 0, timeout,
+    wait_until(lambda: amqp.depth(lab.amqp_url, topology.QUEUE_ORDER_PLACED) == 0, timeout,
                "order_placed to drain")
     processed = _processed_orders(lab, owner)
     run.processed = len(processed)

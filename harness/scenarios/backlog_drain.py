@@ -78,16 +78,16 @@ def backlog_drain(broker: Any = None, *, orders: int = 500, rate: float = 250.0,
         load = run.place(LoadSpec(orders=orders, rate=rate, concurrency=8, seed=seed,
                                   description="building the backlog"))
         accepted = load.loc[load["accepted"], "order_id"].tolist()
-        backlog = run.wait_depth(topo.ORDER_PLACED, lambda n: n >= len(accepted), 30,
-                                 f"{len(accepted)} orders waiting in {topo.ORDER_PLACED}")
-        run.timeline.record("hold", topo.ORDER_PLACED, f"backlog of {backlog}")
+        backlog = run.wait_depth(topo.QUEUE_ORDER_PLACED, lambda n: n >= len(accepted), 30,
+                                 f"{len(accepted)} orders waiting in {topo.QUEUE_ORDER_PLACED}")
+        run.timeline.record("hold", topo.QUEUE_ORDER_PLACED, f"backlog of {backlog}")
         # The plateau is part of the picture: the backlog waits, nothing is lost.
         run.hold(hold_s)
         restart_wall = pd.Timestamp.now(tz="UTC")
         restart_t = run.timeline.now()
         run.faults.start_service("inventory")
         run.wait_notified(accepted, timeout=60 + orders * (work_ms / 1000 + 0.01))
-        run.wait_depth(topo.ORDER_PLACED, lambda n: n == 0, 10, "order_placed empty")
+        run.wait_depth(topo.QUEUE_ORDER_PLACED, lambda n: n == 0, 10, "order_placed empty")
         run.hold(0.5)  # a few more samples, so the chart shows the queue at rest
         state = run.collect()
         verdict = run.judge(load, state)
@@ -102,15 +102,16 @@ def backlog_drain(broker: Any = None, *, orders: int = 500, rate: float = 250.0,
         end = restart_t + drained["time_to_empty_s"] if drained["time_to_empty_s"] else None
         result.figures = {
             "queue_depth": plots.depth_chart(
-                frames["queue_depth"], run.timeline.frame(), queues=(topo.ORDER_PLACED,),
+                frames["queue_depth"], run.timeline.frame(), queues=(topo.QUEUE_ORDER_PLACED,),
                 title="The backlog builds while inventory is down, and drains when it returns"),
-            "drain": plots.drain_chart(frames["queue_depth"], topo.ORDER_PLACED, restart_t, end,
+            "drain": plots.drain_chart(frames["queue_depth"], topo.QUEUE_ORDER_PLACED, restart_t,
+                                       end,
                                        drained["drain_rate_msg_s"], run.timeline.frame()),
             "latency_cdf": plots.latency_cdf(
                 lat, title="Backlog orders wait in the queue: latency is mostly queueing"),
         }
         tried = (f"stopped the inventory, placed {orders} orders (a backlog of {backlog} in "
-                 f"{topo.ORDER_PLACED}), then started it again")
+                 f"{topo.QUEUE_ORDER_PLACED}), then started it again")
         result.checks = invariant_checks("backlog-drain", tried, verdict, chart="drain", hints={
             "lost": "{n} orders placed while the inventory was down were never notified "
                     "after it came back ({ids}): did the inventory consume the backlog that "

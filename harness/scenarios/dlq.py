@@ -71,7 +71,7 @@ def dlq(broker: Any = None, *, orders: int = 40, malformed_each: int = 2, poison
         result.figures = {
             "queue_depth": plots.depth_chart(
                 frames["queue_depth"], run.timeline.frame(),
-                queues=(topo.ORDER_PLACED,
+                queues=(topo.QUEUE_ORDER_PLACED,
                         *(topo.retry_queue(n) for n in range(1, len(topo.RETRY_DELAYS_MS) + 1)),
                         topo.DLQ),
                 title=f"{len(state.dlq)} messages in the DLQ ({injected} malformed at once, "

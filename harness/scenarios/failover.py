@@ -200,14 +200,15 @@ def failover(broker: Broker | None = None, *, orders: int = 900, rate: float = 3
         spec = LoadSpec(orders=orders, rate=rate, concurrency=8, seed=41,
                         retry_unavailable_for=60.0, description="orders through a failover")
         box: dict[str, pd.DataFrame] = {}
-        with ClusterWatch(cluster, topo.ORDER_PLACED, vhost, run.lab.services, run.t0) as watch:
+        with ClusterWatch(cluster, topo.QUEUE_ORDER_PLACED, vhost, run.lab.services,
+                          run.t0) as watch:
             loader = threading.Thread(target=lambda: box.update(load=run.place(spec)))
             loader.start()
             run.hold(kill_after_s)  # let the stream establish itself first
-            old = cluster.leader(topo.ORDER_PLACED, vhost)
+            old = cluster.leader(topo.QUEUE_ORDER_PLACED, vhost)
             victim = cluster.node_named(old)
             run.timeline.record("kill", f"node {nodes.index(old) + 1}",
-                                f"SIGKILL {old}, leader of {topo.ORDER_PLACED}")
+                                f"SIGKILL {old}, leader of {topo.QUEUE_ORDER_PLACED}")
             victim.kill()
             elected, new = None, None
             try:
@@ -234,7 +235,7 @@ def failover(broker: Broker | None = None, *, orders: int = 900, rate: float = 3
         problems = list(verdict.problems)
         changes = leader_changes(leaders)
         if elected is None:
-            problems.append(f"no other node took over {topo.ORDER_PLACED} after the kill")
+            problems.append(f"no other node took over {topo.QUEUE_ORDER_PLACED} after the kill")
         kill_t = float(run.timeline.frame().query("kind == 'kill'")["t"].iloc[0])
         moved = moved_to_survivor(links, old, kill_t, restart_t)
         stuck = sorted(s for s, ok in moved.items() if not ok)
@@ -291,7 +292,7 @@ def _partition_leader(run: Run, cluster: LocalCluster, vhost: str, nodes: list[s
 
 def _leader_or_none(cluster: LocalCluster, vhost: str) -> str | None:
     try:
-        return cluster.leader(topo.ORDER_PLACED, vhost)
+        return cluster.leader(topo.QUEUE_ORDER_PLACED, vhost)
     except Exception:  # mid-election, or the API node was just killed
         return None
 

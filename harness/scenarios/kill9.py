@@ -46,8 +46,8 @@ def kill9(broker: Any = None, *, orders: int = 60, kills: int = 3, work_ms: floa
                                       progress=False, description=f"backlog {k + 1}"))
             loads.append(load)
             n = int(load["accepted"].sum())
-            run.wait_depth(topo.ORDER_PLACED, lambda d, n=n: d >= n, 30,
-                           f"{n} orders waiting in {topo.ORDER_PLACED}")
+            run.wait_depth(topo.QUEUE_ORDER_PLACED, lambda d, n=n: d >= n, 30,
+                           f"{n} orders waiting in {topo.QUEUE_ORDER_PLACED}")
             # Not waiting for health: the kill must land while the backlog drains.
             run.timeline.record("start", "inventory", "into the backlog")
             run.lab.start_service("inventory", wait=False)
@@ -66,7 +66,7 @@ def kill9(broker: Any = None, *, orders: int = 60, kills: int = 3, work_ms: floa
         result = ScenarioResult("kill-9", summary, verdict, frames)
         result.figures = {
             "queue_depth": plots.depth_chart(
-                frames["queue_depth"], run.timeline.frame(), queues=(topo.ORDER_PLACED,),
+                frames["queue_depth"], run.timeline.frame(), queues=(topo.QUEUE_ORDER_PLACED,),
                 title="kill -9 of the inventory while it drains: the backlog must survive"),
         }
         tried = (f"{kills} times: stopped the inventory, queued {per_round} orders, started it "
@@ -95,7 +95,7 @@ def _kill_once_busy(run: Run, backlog: int) -> None:
     # the second delivery within a millisecond or two, while the first is being handled.
     with amqp.channel(run.lab.amqp_url, confirm=False) as ch:
         def busy():
-            depth = ch.queue_declare(topo.ORDER_PLACED, passive=True).method.message_count
+            depth = ch.queue_declare(topo.QUEUE_ORDER_PLACED, passive=True).method.message_count
             return depth <= backlog - taken or None
         try:
             wait_until(busy, 10, "the inventory taking from the backlog", interval=0.001,

@@ -61,7 +61,7 @@ def malformed(broker: Any = None, *, orders: int = 20, each: int = 1,
         result.figures = {
             "queue_depth": plots.depth_chart(
                 frames["queue_depth"], run.timeline.frame(),
-                queues=(topo.ORDER_PLACED, topo.DLQ),
+                queues=(topo.QUEUE_ORDER_PLACED, topo.DLQ),
                 title="Malformed messages step into the DLQ; valid orders flow on"),
         }
         kinds = ", ".join(MALFORMED)

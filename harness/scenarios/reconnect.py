@@ -43,7 +43,7 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str) ->
                     retry_unavailable_for=60.0, description="orders through an outage")
     loader = threading.Thread(target=lambda: result_box.update(load=run.place(spec)))
     loader.start()
-    run.wait_depth(topo.ORDER_PLACED, lambda n: True, 5, "broker reachable")
+    run.wait_depth(topo.QUEUE_ORDER_PLACED, lambda n: True, 5, "broker reachable")
     run.hold(outage_after_s)  # let the stream establish itself before the outage
     if how == "kill":
         run.faults.kill_broker()
@@ -77,7 +77,7 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str) ->
     frames = run.frames(load, state)
     depth = frames["queue_depth"]
     # The gap is when the work queue could not be read: the broker was away.
-    gap = depth[depth["queue"] == topo.ORDER_PLACED] if "queue" in depth else depth
+    gap = depth[depth["queue"] == topo.QUEUE_ORDER_PLACED] if "queue" in depth else depth
     gap_t = gap[gap["ready"].isna()]["t"] if "ready" in gap else pd.Series(dtype=float)
     summary = ReconnectSummary(
         **run.base_summary(load, state, verdict, frames["latency"]), outage=how,

@@ -4,23 +4,23 @@ A scenario registers itself where it is defined, with one call:
 
     register(Scenario("chaos", chaos, black_box=True, needs_restartable_broker=True))
 
-Modules outside this package that define scenarios (e.g. `harness.scenarios.chaos`) are imported on
-first use of the registry when they exist (EXTRA_MODULES), so their one-line registration
-is all they need.
+Every module of the `harness.scenarios` package is imported on first use of the registry
+(package discovery), so a new scenario is one file with its `register(...)` line and nothing
+else: no list elsewhere to keep in step.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.lab.impl import Impl
 
-# Modules outside the package that register scenarios of their own, if they exist.
-EXTRA_MODULES = ("harness.scenarios.chaos", "harness.scenarios.failover")
+# Modules of the package that hold shared code, not scenarios.
+NOT_SCENARIOS = frozenset({"registry", "common", "summary"})
 
 
 class WhiteBoxOnly(ValueError):
@@ -56,7 +56,7 @@ class Scenario:
 
 
 _SCENARIOS: dict[str, Scenario] = {}
-_extras_loaded = False
+_discovered = False
 
 
 def register(scenario: Scenario) -> Scenario:
@@ -65,19 +65,20 @@ def register(scenario: Scenario) -> Scenario:
     return scenario
 
 
-def _load_extras() -> None:
-    global _extras_loaded
-    if _extras_loaded:
+def _discover() -> None:
+    global _discovered
+    if _discovered:
         return
-    _extras_loaded = True
-    for module in EXTRA_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+    _discovered = True
+    import harness.scenarios as package
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in NOT_SCENARIOS:
+            importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def scenarios() -> dict[str, Scenario]:
     """Every registered scenario, by name, in registration order."""
-    _load_extras()
+    _discover()
     return {s.name: s for s in sorted(_SCENARIOS.values(), key=lambda s: s.rank)}
 
 

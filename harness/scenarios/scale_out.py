@@ -73,9 +73,9 @@ def _drain(run: Run, *, consumers: int, prefetch: int, orders: int, seed: int,
     load = run.place(LoadSpec(orders=orders, concurrency=8, seed=seed,
                               description=f"backlog for {label}"))
     accepted = load.loc[load["accepted"], "order_id"].tolist()
-    run.wait_depth(topo.ORDER_PLACED, lambda n: n >= len(accepted), 30,
-                   f"{len(accepted)} orders waiting in {topo.ORDER_PLACED}")
-    with cq.Gate(url, topo.ORDER_PLACED) as gate:
+    run.wait_depth(topo.QUEUE_ORDER_PLACED, lambda n: n >= len(accepted), 30,
+                   f"{len(accepted)} orders waiting in {topo.QUEUE_ORDER_PLACED}")
+    with cq.Gate(url, topo.QUEUE_ORDER_PLACED) as gate:
         queue_order = gate.take(len(accepted), timeout=30)
         env = {"PREFETCH": str(prefetch), "WORK_MS": str(work_ms)}
         for i in range(consumers):
@@ -83,10 +83,11 @@ def _drain(run: Run, *, consumers: int, prefetch: int, orders: int, seed: int,
         for proc in lab.processes["inventory"][:consumers]:
             proc.wait_healthy(lab.config.health_timeout)
         # The gate is a consumer too.
-        cq.wait_consumers(url, topo.ORDER_PLACED, consumers + 1, 30)
+        cq.wait_consumers(url, topo.QUEUE_ORDER_PLACED, consumers + 1, 30)
         before = int((lab.processes["inventory"][0].health() or {}).get("processed_orders", 0))
         released = pd.Timestamp.now(tz="UTC")
-        run.timeline.record("release", topo.ORDER_PLACED, f"{len(accepted)} orders to {label}")
+        run.timeline.record("release", topo.QUEUE_ORDER_PLACED,
+                            f"{len(accepted)} orders to {label}")
     row: dict[str, Any] = {"consumers": consumers, "prefetch": prefetch,
                            "backlog": len(accepted)}
     if kill:

@@ -22,7 +22,7 @@ for _ in range(waiting):  # each message once, even if it comes back to the DLQ
     if method is None:
         break
     headers = dict(props.headers or {})
-    if text(headers.get("x-original-queue")) != topo.ORDER_PLACED or is_validation_error(headers):
+    if text(headers.get("x-original-queue")) != topo.QUEUE_ORDER_PLACED or is_validation_error(headers):
         continue  # left unacked: closing the connection puts it back
     fresh = pika.BasicProperties(
         delivery_mode=2, content_type=props.content_type, message_id=props.message_id,
