@@ -42,12 +42,6 @@ def _broker_kind(value: str) -> str:
     return value
 
 
-# What `run <scenario>` uses when not told, where the command line runs a fuller size than
-# the function's own (CI-sized) defaults, which `run all` keeps.
-FULL_SIZE: dict[str, dict[str, Any]] = {
-    "chaos": {"orders": 2000, "rate": 100.0, "kills_per_service": 3}}
-
-
 def replicas_arg(text: str) -> dict[str, int]:
     """Parse --replicas: 'inventory=3' or 'inventory=3,notification=2'."""
     out: dict[str, int] = {}
@@ -67,7 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import scenarios
     if args.scenario == "all":
         with _open(args) as broker:
-            results, report = scenarios.run_all(broker, orders=args.orders, out=args.out)
+            results, report = scenarios.run_all(broker, orders=args.orders, out=args.out,
+                                                size=args.size)
         for r in results:
             print(r.text())
         bad = [r.name for r in results if not r.valid]
@@ -76,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1 if bad else 0
     sc = scenarios.registry.get(args.scenario)
     fn = sc.function
-    kwargs: dict[str, Any] = {"out": args.out, **FULL_SIZE.get(args.scenario, {})}
+    kwargs: dict[str, Any] = {"out": args.out, **sc.full_kwargs}
     for name in ("orders", "seed", "rate"):
         if getattr(args, name) is not None:
             if name not in inspect.signature(fn).parameters:
@@ -208,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processes per service, e.g. inventory=3 (scenarios that take it)")
     run.add_argument("--impl", default=None,
                      help="an implementation's impl.toml (black-box scenarios only)")
+    run.add_argument("--size", choices=registry.SIZES, default="quick",
+                     help="with `all`: quick (default, each scenario small: a first run) or "
+                          "full (class size)")
     common(run)
     run.set_defaults(func=cmd_run)
 

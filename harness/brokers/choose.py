@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,61 @@ from harness.brokers.url import UrlBroker
 log = logging.getLogger("harness.brokers")
 
 KINDS = "auto, local, local-cluster, local:N (N nodes), docker, url or an amqp:// URL"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a --broker value asks for, with the settings every provider reads."""
+
+    nodes: int
+    url: str | None
+    settings: BrokerSettings
+    workdir: str | Path | None
+
+
+def _url(req: Request) -> tuple[Broker, str]:
+    if not req.url:
+        raise ValueError("kind='url' needs url=... or the AMQP_URL environment variable")
+    return UrlBroker(req.url, req.settings), "a URL was given"
+
+
+def _local(req: Request) -> tuple[Broker, str]:
+    return LocalBroker(req.settings, req.workdir), "asked for local"
+
+
+def _local_cluster(req: Request) -> tuple[Broker, str]:
+    netns, why = _use_netns(req.settings.cluster_netns)
+    return (LocalCluster(req.settings, req.workdir, size=req.nodes, netns=netns),
+            f"asked for {req.nodes} local nodes; {why}")
+
+
+def _docker(req: Request) -> tuple[Broker, str]:
+    ok, why = docker_available(req.settings.docker_ping_timeout)
+    if not ok:
+        raise BrokerNotFound(why)
+    return DockerBroker(req.settings), "asked for docker"
+
+
+def _auto(req: Request) -> tuple[Broker, str]:
+    if req.url:
+        return UrlBroker(req.url, req.settings), "a URL was given (url= or AMQP_URL)"
+    ok, docker_why = docker_available(req.settings.docker_ping_timeout)
+    if ok:
+        return DockerBroker(req.settings), docker_why
+    script = find_server_script(req.settings.server_script)
+    if script is None:
+        raise BrokerNotFound(f"AMQP_URL is not set; {docker_why}; {no_script(req.settings)}")
+    return LocalBroker(req.settings, req.workdir), f"{docker_why}; found {script}"
+
+
+# Every provider, by its --broker name: a new provider is its module plus one line here.
+PROVIDERS: dict[str, Callable[[Request], tuple[Broker, str]]] = {
+    "auto": _auto,
+    "url": _url,
+    "local": _local,
+    "local-cluster": _local_cluster,
+    "docker": _docker,
+}
 
 
 def parse_kind(kind: str) -> tuple[str, int]:
@@ -35,7 +92,7 @@ def parse_kind(kind: str) -> tuple[str, int]:
         if not 1 <= n <= MAX_NODES:
             raise ValueError(f"local:N takes 1..{MAX_NODES} nodes, not {n}")
         return ("local", 1) if n == 1 else ("local-cluster", n)
-    if kind in ("auto", "local", "docker", "url"):
+    if kind in PROVIDERS:
         return kind, 1
     raise ValueError(f"--broker must be {KINDS}, not {kind!r}")
 
@@ -57,31 +114,9 @@ def choose(kind: str, url: str | None, settings: BrokerSettings,
            workdir: str | Path | None) -> tuple[Broker, str]:
     """The (not yet started) broker for `kind`, and why it was chosen."""
     provider, nodes = parse_kind(kind)
-    if provider == "url":
-        url = kind if kind.startswith(("amqp://", "amqps://")) else url
-        if not url:
-            raise ValueError("kind='url' needs url=... or the AMQP_URL environment variable")
-        return UrlBroker(url, settings), "a URL was given"
-    if provider == "local":
-        return LocalBroker(settings, workdir), "asked for local"
-    if provider == "local-cluster":
-        netns, why = _use_netns(settings.cluster_netns)
-        return (LocalCluster(settings, workdir, size=nodes, netns=netns),
-                f"asked for {nodes} local nodes; {why}")
-    if provider == "docker":
-        ok, why = docker_available(settings.docker_ping_timeout)
-        if not ok:
-            raise BrokerNotFound(why)
-        return DockerBroker(settings), "asked for docker"
-    if url:
-        return UrlBroker(url, settings), "a URL was given (url= or AMQP_URL)"
-    ok, docker_why = docker_available(settings.docker_ping_timeout)
-    if ok:
-        return DockerBroker(settings), docker_why
-    script = find_server_script(settings.server_script)
-    if script is None:
-        raise BrokerNotFound(f"AMQP_URL is not set; {docker_why}; {no_script(settings)}")
-    return LocalBroker(settings, workdir), f"{docker_why}; found {script}"
+    if kind.startswith(("amqp://", "amqps://")):
+        url = kind
+    return PROVIDERS[provider](Request(nodes, url, settings, workdir))
 
 
 def open_broker(kind: str = "auto", *, url: str | None = None,

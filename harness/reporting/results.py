@@ -102,14 +102,20 @@ def keep_logs(service_dir: Path, run_dir: Path) -> None:
         shutil.copy(log, logs / log.name)
 
 
-def combined_report(results: list[ScenarioResult], out_dir: Path) -> Path:
-    """One Markdown page that links every scenario's verdict and charts."""
+def combined_report(results: list[ScenarioResult], out_dir: Path, *,
+                    took_s: Mapping[str, float] | None = None) -> Path:
+    """One Markdown page that links every scenario's verdict, time taken and charts."""
+    took_s = took_s or {}
     lines = ["# rabbit-lab: every scenario", "",
              f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.", "",
-             "| scenario | verdict | run folder |", "|---|---|---|"]
+             "| scenario | verdict | took | run folder |", "|---|---|---|---|"]
     for r in results:
         rel = r.run_dir.relative_to(out_dir) if r.run_dir else "-"
-        lines.append(f"| {r.name} | {'valid' if r.valid else '**INVALID**'} | [{rel}]({rel}) |")
+        took = f"{took_s[r.name]:.0f} s" if r.name in took_s else "-"
+        lines.append(f"| {r.name} | {'valid' if r.valid else '**INVALID**'} | {took} "
+                     f"| [{rel}]({rel}) |")
+    if took_s:
+        lines += ["", f"All scenarios took {sum(took_s.values()):.0f} s."]
     for r in results:
         lines += ["", f"## {r.name}", ""]
         lines += [f"- **{k}**: {v}" for k, v in r.summary.items() if k != "scenario"]

@@ -14,6 +14,7 @@ others.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,15 @@ __all__ = ["PLENTY", "POISON_USER", "Scenario", "ScenarioResult", "WhiteBoxOnly"
 
 
 def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = "runs",
-            progress: bool = True) -> tuple[list[ScenarioResult], Path]:
-    """Every registered scenario in sequence on one broker, then one combined report."""
+            progress: bool = True, size: str = "quick") -> tuple[list[ScenarioResult], Path]:
+    """Every registered scenario in sequence on one broker, then one combined report.
+
+    `size="quick"` (the default) runs each scenario at its quick size, so that a newcomer's
+    first run is short; `size="full"` at its class size. `orders` overrides both.
+    """
     from harness.scenarios.common import broker_for
     parent = run_folder(out, "all")
-    results = []
+    results, took = [], {}
     with broker_for(broker) as b:
         bar = tqdm(registry.scenarios().values(), desc="scenarios", disable=not progress)
         for sc in bar:
@@ -60,8 +65,11 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
                 log.warning("skipping %s: it needs a 3-node cluster (--broker local-cluster)",
                             sc.name)
                 continue
-            kwargs: dict[str, Any] = {"out": parent, "progress": False}
+            kwargs: dict[str, Any] = {"out": parent, "progress": False,
+                                      **registry.sized_kwargs(sc, size)}
             if orders is not None and sc.accepts_orders:
                 kwargs["orders"] = orders
+            started = time.monotonic()
             results.append(sc.function(b, **kwargs))
-    return results, combined_report(results, parent)
+            took[sc.name] = time.monotonic() - started
+    return results, combined_report(results, parent, took_s=took)

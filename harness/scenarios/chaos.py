@@ -284,6 +284,7 @@ def _pcts(latency: pd.DataFrame) -> dict[str, float | None]:
 
 register(Scenario("chaos", chaos, black_box=True, needs_restartable_broker=True, rank=100,
                   ci_kwargs={"orders": 200, "rate": 30.0},
+                  full_kwargs={"orders": 2000, "rate": 100.0, "kills_per_service": 3},
                   summary="a seeded fault schedule: kills, a broker restart, a memory alarm, "
                           "duplicate storms and a malformed flood; nothing lost, doubled or "
                           "stuck"))

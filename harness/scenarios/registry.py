@@ -19,6 +19,8 @@ from typing import Any
 
 from harness.lab.impl import Impl
 
+# quick: every scenario small enough for a first `run all` (and CI); full: class size.
+SIZES = ("quick", "full")
 # Modules of the package that hold shared code, not scenarios.
 NOT_SCENARIOS = frozenset({"registry", "common", "summary"})
 
@@ -39,7 +41,10 @@ class Scenario:
         needs_restartable_broker: stops or kills the broker (not possible on a URL broker).
         needs_cluster: needs a broker of several nodes (`--broker local-cluster`).
         accepts_orders: takes `orders=N`.
-        ci_kwargs: keyword arguments that make a CI-sized run (few orders, short holds).
+        ci_kwargs: keyword arguments that make a quick run (few orders, short holds): CI
+            and a newcomer's `run all` use it.
+        full_kwargs: keyword arguments of the class-size run, where they differ from the
+            function's own defaults (`run NAME` and `run all --size full` use it).
         summary: what the scenario shows, in a line.
         rank: position in listings and in `run all` (lower first).
     """
@@ -51,6 +56,7 @@ class Scenario:
     needs_cluster: bool = False
     accepts_orders: bool = True
     ci_kwargs: dict[str, Any] = field(default_factory=dict)
+    full_kwargs: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
     rank: int = 100
 
@@ -88,6 +94,13 @@ def get(name: str) -> Scenario:
     if found is None:
         raise KeyError(f"no scenario {name!r}; known: {', '.join(scenarios())}")
     return found
+
+
+def sized_kwargs(scenario: Scenario, size: str) -> dict[str, Any]:
+    """The keyword arguments of a `quick` or a `full` run of a scenario."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, not {size!r}")
+    return dict(scenario.ci_kwargs if size == "quick" else scenario.full_kwargs)
 
 
 def black_box() -> list[Scenario]:
