@@ -180,6 +180,7 @@ def test_kill_and_restart_keep_a_confirmed_persistent_message(node):
     assert get_one(url, queue) == b"survivor"
 
 
+@pytest.mark.slow
 @pytest.mark.broker
 def test_stop_and_restart(node):
     queue = f"test-{uuid.uuid4().hex[:8]}"
@@ -205,6 +206,7 @@ def test_url_provider_waits_but_cannot_stop(node, monkeypatch):
     assert node.running
 
 
+@pytest.mark.slow
 @pytest.mark.broker
 def test_auto_without_docker_picks_local_and_close_leaves_nothing(
         tmp_path, caplog, no_docker_no_url):
@@ -228,6 +230,7 @@ def test_auto_without_docker_picks_local_and_close_leaves_nothing(
     assert (workdir / "mnesia").is_dir()  # a user-given workdir is kept
 
 
+@pytest.mark.slow
 @pytest.mark.broker
 def test_sigterm_to_python_still_cleans_up():
     require_rabbitmq()

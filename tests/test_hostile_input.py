@@ -220,6 +220,7 @@ def test_a_message_that_kills_the_process_is_dead_lettered_after_the_delivery_li
     inv.wait_healthy(30)
     healthy = post(lab, GOOD)  # and the consumer goes on
     lab.wait_notified([healthy.json()["order_id"]], 30)
+@pytest.mark.slow
 
 
 def test_reconnecting_does_not_leak_file_descriptors(lab):

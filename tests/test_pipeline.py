@@ -183,6 +183,7 @@ def test_poison_order_is_retried_with_backoff_then_dead_lettered(make_lab, queue
     assert poison["order_id"] not in {n["order_id"] for n in lab.notifications()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("publish", ["outbox", "direct"])
 def test_services_reconnect_after_a_broker_restart(make_lab, broker, publish):
     lab = make_lab(extra_env={"ORDER_PUBLISH": publish})
