@@ -49,7 +49,7 @@ class InventoryService:
         crashpoints.configure(self.config.crash_at)
         sync = self.settings.service.sqlite_synchronous
         if self.settings.service.store_url:
-            from lab_services.pgstore import PgInventoryStore
+            from lab_services.store.postgres import PgInventoryStore
             self.store: InventoryStore = PgInventoryStore(self.settings.service.store_url)
         else:
             self.store = InventoryStore(self.settings.service.store_path, synchronous=sync)

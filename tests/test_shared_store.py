@@ -47,7 +47,7 @@ def pg_url() -> Iterator[str]:
 
 def _open(target: str) -> InventoryStore:
     if target.startswith("postgresql://"):
-        from lab_services.pgstore import PgInventoryStore
+        from lab_services.store.postgres import PgInventoryStore
         return PgInventoryStore(target)
     return InventoryStore(target)
 
@@ -128,7 +128,7 @@ def test_postgresql_reservations_lock_their_stock_rows(pg_url):
     import psycopg
 
     from harness.waiting import wait_until
-    from lab_services.pgstore import PgInventoryStore
+    from lab_services.store.postgres import PgInventoryStore
 
     first, second = PgInventoryStore(pg_url), PgInventoryStore(pg_url)
     first.seed(catalogue({"item_1": 3}))
@@ -179,7 +179,7 @@ def test_a_store_opened_while_another_process_holds_the_new_file_waits_for_it(tm
         except Exception as exc:  # the thread's outcome is judged below
             opened.append(exc)
 
-    caplog.set_level(logging.INFO, logger="lab_services.store")
+    caplog.set_level(logging.INFO, logger="lab_services.store.sqlite")
     opener = threading.Thread(target=open_store, daemon=True)
     opener.start()
     wait_until(lambda: opened or "waiting to switch it to WAL" in caplog.text, 10,
