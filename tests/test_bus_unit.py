@@ -12,6 +12,7 @@ import json
 import sqlite3
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pika
@@ -308,6 +309,77 @@ def test_a_message_redelivered_past_the_limit_is_dead_lettered_without_the_handl
     deliver(session, consumer, 4, b"kills the process", redelivered=True, message_id="m1")
     clock.run()
     assert calls == [1, 2, 4]
+
+
+class Died(BaseException):
+    """The process dies in the handler (os._exit in the real service): nothing runs after."""
+
+
+def test_a_poison_message_spends_only_its_own_delivery_limit_not_its_burst_neighbours():
+    counter = MemoryDeliveryCounter()
+    handled: list[bytes] = []
+
+    def handler(d: m.Delivery) -> list[m.Outgoing]:
+        if d.body == b"poison":
+            raise Died
+        handled.append(d.body)
+        return [out(d.body)]
+
+    consumer = m.Consumer("order_placed", handler)
+    bodies = [b"poison"] + [b"valid-%d" % i for i in range(5)]
+    for crash in range(1, 6):  # five crashes, each burst shared with the valid orders
+        session, ch, clock = make_session(counter=counter, delivery_limit=5)
+        for tag, body in enumerate(bodies, start=1):
+            deliver(session, consumer, tag, body, redelivered=crash > 1, message_id=body.decode())
+        with pytest.raises(Died):
+            clock.run()
+        assert handled == [] and ch.published == []
+        # Only the message in hand when the process died was charged.
+        assert set(counter.counts.values()) <= {crash - 1}
+        assert len(counter.counts) == (1 if crash > 1 else 0)
+    session, ch, clock = make_session(counter=counter, delivery_limit=5)
+    for tag, body in enumerate(bodies, start=1):
+        deliver(session, consumer, tag, body, redelivered=True, message_id=body.decode())
+    clock.run()
+    dead = ch.published[0]
+    assert dead.exchange == topo.DEAD_LETTERS and dead.body == b"poison"
+    assert "delivery limit exceeded (6 deliveries" in dead.properties.headers[h.H_REASON]
+    for seq in range(1, len(bodies) + 1):  # each redelivery is settled before the next
+        session.on_confirm(confirm(seq))
+        clock.run()
+    assert handled == bodies[1:]
+    assert [o.body for o in ch.published] == bodies
+    assert ch.acks[-1] == (len(bodies), False) and counter.counts == {}
+
+
+def test_a_redelivered_message_is_handled_alone_and_nothing_else_until_it_is_settled():
+    batches: list[list[int]] = []
+    current: list[int] = []
+
+    @contextmanager
+    def unit_of_work():
+        current.clear()
+        yield
+        batches.append(list(current))
+
+    def handler(d: m.Delivery) -> list[m.Outgoing]:
+        current.append(d.delivery_tag)
+        return [out(d.body)]
+
+    consumer = m.Consumer("order_placed", handler, unit_of_work=unit_of_work)
+    session, ch, clock = make_session()
+    for tag, again in ((1, False), (2, False), (3, True), (4, False), (5, True), (6, False)):
+        deliver(session, consumer, tag, bytes([tag]), redelivered=again)
+    clock.run()
+    assert batches == [[1, 2], [3]]  # 4 waits: 3 is in hand until its output is confirmed
+    session.on_confirm(confirm(3))
+    clock.run()
+    assert batches == [[1, 2], [3], [4], [5]]
+    session.on_confirm(confirm(5))
+    clock.run()
+    assert batches == [[1, 2], [3], [4], [5], [6]]
+    session.on_confirm(confirm(6, multiple=True))
+    assert ch.acks[-1][0] == 6 and not session.unsettled
 
 
 def test_attempts_from_an_untrusted_header_never_raise():
