@@ -24,7 +24,7 @@ from lab_services.bus import PERSISTENT, Bus, Delivery, Outgoing
 from lab_services.crashpoints import crash_if
 from lab_services.retry import RetryPolicy
 from lab_services.settings import Settings, load
-from lab_services.store import DeliveryCounts, InventoryStore, Outcome, catalogue
+from lab_services.store import InventoryStore, Outcome, catalogue, open_inventory_store
 from lab_services.web import create_app, run_service
 
 log = logging.getLogger(__name__)
@@ -47,18 +47,15 @@ class InventoryService:
         self.settings = settings or load("inventory")
         self.config = self.settings.inventory
         crashpoints.configure(self.config.crash_at)
-        sync = self.settings.service.sqlite_synchronous
-        if self.settings.service.store_url:
-            from lab_services.store.postgres import PgInventoryStore
-            self.store: InventoryStore = PgInventoryStore(self.settings.service.store_url)
-        else:
-            self.store = InventoryStore(self.settings.service.store_path, synchronous=sync)
+        service = self.settings.service
+        self.store: InventoryStore = open_inventory_store(
+            service.store_path, url=service.store_url, synchronous=service.sqlite_synchronous)
         self.store.seed(catalogue(self.config.initial_stock))
         self.seen_in_memory: set[str] = set()
         self.duplicates_skipped = 0
-        self.bus = Bus(self.settings.bus, name="inventory",
-                       counter=DeliveryCounts(self.settings.service.store_path,
-                                              synchronous=sync))
+        # The redelivery counts live in the inventory's own store (shared, with PostgreSQL,
+        # by every inventory that takes from the queue).
+        self.bus = Bus(self.settings.bus, name="inventory", counter=self.store)
         self._in_this_batch: list[str] = []
         self.bus.consume(topology.QUEUE_ORDER_PLACED, self.handle, before_ack=self._before_ack,
                          retry=RetryPolicy(queue=topology.QUEUE_ORDER_PLACED),

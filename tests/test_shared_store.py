@@ -16,7 +16,13 @@ from collections.abc import Iterator
 import pytest
 
 from lab_services import events
-from lab_services.store import InventoryStore, Outcome, catalogue
+from lab_services.store import (
+    InventoryStore,
+    Outcome,
+    SqliteInventoryStore,
+    catalogue,
+    open_inventory_store,
+)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("PG_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -47,9 +53,8 @@ def pg_url() -> Iterator[str]:
 
 def _open(target: str) -> InventoryStore:
     if target.startswith("postgresql://"):
-        from lab_services.store.postgres import PgInventoryStore
-        return PgInventoryStore(target)
-    return InventoryStore(target)
+        return open_inventory_store("", url=target)
+    return open_inventory_store(target)
 
 
 def _process(target: str, orders: list[tuple[str, str]], quantity: int, results, go,
@@ -128,9 +133,9 @@ def test_postgresql_reservations_lock_their_stock_rows(pg_url):
     import psycopg
 
     from harness.waiting import wait_until
-    from lab_services.store.postgres import PgInventoryStore
+    from lab_services.store.postgres import PostgresInventoryStore
 
-    first, second = PgInventoryStore(pg_url), PgInventoryStore(pg_url)
+    first, second = PostgresInventoryStore(pg_url), PostgresInventoryStore(pg_url)
     first.seed(catalogue({"item_1": 3}))
     answer: list = []
 
@@ -175,7 +180,7 @@ def test_a_store_opened_while_another_process_holds_the_new_file_waits_for_it(tm
 
     def open_store() -> None:
         try:
-            opened.append(InventoryStore(path))
+            opened.append(SqliteInventoryStore(path))
         except Exception as exc:  # the thread's outcome is judged below
             opened.append(exc)
 
@@ -188,5 +193,20 @@ def test_a_store_opened_while_another_process_holds_the_new_file_waits_for_it(tm
     other.close()
     opener.join(30)
     (store,) = opened
-    assert isinstance(store, InventoryStore), store
+    assert isinstance(store, SqliteInventoryStore), store
     assert store.db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_redelivery_counts_live_in_the_inventory_store_shared_by_its_consumers(
+        backend, tmp_path, request):
+    # The poison guard's counts: a message that killed one inventory is charged when
+    # another inventory on the same store takes it (with PostgreSQL: on another host).
+    target = (request.getfixturevalue("pg_url") if backend == "postgresql"
+              else str(tmp_path / "inventory.sqlite"))
+    here, there = _open(target), _open(target)
+    assert [here.bump("m1"), there.bump("m1"), here.bump("m2")] == [1, 2, 1]
+    there.forget("m1")
+    assert [here.bump("m1"), there.bump("m2")] == [1, 2]
+    if backend == "postgresql":
+        assert not list(tmp_path.iterdir())  # nothing kept on the local disk

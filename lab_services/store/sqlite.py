@@ -20,39 +20,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab_services.retry import backoff_s
+from lab_services.store.protocol import Outcome, lines_wanted
 
 log = logging.getLogger(__name__)
 
 # How long a new connection keeps asking for WAL while another process holds the file.
 WAL_SWITCH_TIMEOUT_S = 30.0
-
-# The original lab's catalogue: item -> (name, starting stock, price).
-DEFAULT_CATALOGUE: dict[str, tuple[str, int, float]] = {
-    "item_1": ("Burger", 100, 10.0),
-    "item_2": ("Pizza", 50, 15.0),
-    "item_3": ("Salad", 75, 8.0),
-    "item_4": ("Fries", 200, 4.5),
-    "item_5": ("Soda", 300, 2.0),
-}
-
-
-def catalogue(initial_stock: dict[str, int] | int | None) -> dict[str, tuple[str, int, float]]:
-    """The catalogue, with stock overridden for every item (an int) or per item (a dict)."""
-    items = dict(DEFAULT_CATALOGUE)
-    if initial_stock is None:
-        return items
-    if isinstance(initial_stock, int):
-        return {k: (name, initial_stock, price) for k, (name, _s, price) in items.items()}
-    for item_id, stock in initial_stock.items():
-        name, _old, price = items.get(item_id, (item_id, 0, 1.0))
-        items[item_id] = (name, stock, price)
-    return items
-
 
 def _switch_to_wal(conn: sqlite3.Connection, path: str) -> None:
     """Put the file in WAL mode, waiting while another process holds it.
@@ -164,13 +141,16 @@ def _writer_lock(path: str) -> threading.RLock:
         return lock
 
 
+DELIVERIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    key TEXT PRIMARY KEY, count INTEGER NOT NULL, updated_at REAL NOT NULL);
+"""
+
+
 class DeliveryCounts(SqliteStore):
     """How often each message was redelivered without being settled (the poison guard)."""
 
-    schema = """
-    CREATE TABLE IF NOT EXISTS deliveries (
-        key TEXT PRIMARY KEY, count INTEGER NOT NULL, updated_at REAL NOT NULL);
-    """
+    schema = DELIVERIES_SCHEMA
 
     def bump(self, key: str) -> int:
         """Count one more redelivery of a message, committed at once; return the count."""
@@ -187,20 +167,11 @@ class DeliveryCounts(SqliteStore):
             db.execute("DELETE FROM deliveries WHERE key = ?", (key,))
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What the inventory decided for an order."""
+class SqliteInventoryStore(DeliveryCounts):
+    """Stock, the reservation ledger, the outcome of each processed order, and the
+    redelivery counts of its input queue, in one SQLite file (an `InventoryStore`)."""
 
-    order_id: str
-    reserved: bool
-    reason: str | None
-    event: dict[str, Any]
-
-
-class InventoryStore(SqliteStore):
-    """Stock, the reservation ledger, and the stored outcome of each processed order."""
-
-    schema = """
+    schema = DELIVERIES_SCHEMA + """
     CREATE TABLE IF NOT EXISTS stock (
         item_id TEXT PRIMARY KEY, name TEXT NOT NULL, price REAL NOT NULL,
         initial INTEGER NOT NULL, stock INTEGER NOT NULL);
@@ -236,9 +207,7 @@ class InventoryStore(SqliteStore):
         self, db: sqlite3.Connection, order_id: str, event_id: str, lines: list[tuple[str, int]]
     ) -> str | None:
         """Reserve all lines or none, inside the caller's transaction; return why not, or None."""
-        wanted: dict[str, int] = {}
-        for item_id, qty in lines:
-            wanted[item_id] = wanted.get(item_id, 0) + qty
+        wanted = lines_wanted(lines)
         for item_id, qty in wanted.items():
             row = db.execute("SELECT stock FROM stock WHERE item_id = ?", (item_id,)).fetchone()
             if row is None:
