@@ -36,7 +36,7 @@ from lab_services.messages import (
     Outgoing,
     dead_letter,
 )
-from lab_services.retry import NO_RETRY, RetryPolicy
+from lab_services.retry import NO_RETRY, RetryPolicy, backoff_s
 from lab_services.session import (
     BrokerUnavailable,
     DeliveryCounter,
@@ -242,7 +242,7 @@ class Bus:
             # message) must not reconnect in a tight loop.
             stayed_up = self._was_ready and time.monotonic() - self._ready_at > STABLE_AFTER_S
             attempt = 0 if stayed_up else attempt + 1
-            delay = min(0.25 * (2 ** min(attempt, 16)), self.settings.reconnect_max_delay)
+            delay = backoff_s(attempt + 1, initial=0.25, cap=self.settings.reconnect_max_delay)
             log.warning("%s: broker connection down; reconnecting in %.2fs", self.name, delay)
             self.reconnect_attempts += 1
             self._stopping.wait(delay)

@@ -542,3 +542,10 @@ def test_every_reconnect_attempt_closes_its_io_loop(monkeypatch):
         time.sleep(0.01)
     b.close()
     assert len(loops) >= 5 and all(loop.closed for loop in loops[:-1])
+
+
+def test_the_one_backoff_doubles_up_to_its_cap_and_never_overflows():
+    assert backoff_s(0) == 0.0
+    assert [backoff_s(n, initial=0.25, cap=5.0) for n in range(1, 7)] == [
+        0.25, 0.5, 1.0, 2.0, 4.0, 5.0]
+    assert backoff_s(10 ** 6, initial=0.25, cap=2.0) == 2.0  # a long outage: still the cap
