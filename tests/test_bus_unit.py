@@ -21,6 +21,7 @@ from pika.spec import Basic
 
 from lab_services import headers as h
 from lab_services import messages as m
+from lab_services import pika_compat
 from lab_services import topology as topo
 from lab_services.events import InvalidEvent
 from lab_services.retry import RetryPolicy, backoff_s
@@ -401,7 +402,7 @@ def test_a_far_future_timestamp_header_decodes_instead_of_killing_the_connection
             return time.struct_time((9999, 1, 10 ** 12, 0, 0, 0, 0, 1, 0))
 
     raw = b"".join(pika.BasicProperties(headers={"t": FarFuture(2000, 1, 1)}).encode())
-    h.install_tolerant_decoding()
+    pika_compat.install()
     decoded = pika.BasicProperties()
     decoded.decode(raw)
     assert isinstance(decoded.headers["t"], int) and decoded.headers["t"] > 10 ** 16
@@ -461,7 +462,7 @@ def test_a_header_nested_too_deep_to_decode_is_skipped_not_fatal():
         raw = b"".join(pika.BasicProperties(headers={"deep": deep, "ok": 1}).encode())
     finally:
         sys.setrecursionlimit(limit)
-    h.install_tolerant_decoding()
+    pika_compat.install()
     decoded = pika.BasicProperties()
     decoded.decode(raw)
     assert decoded.headers["ok"] == 1
@@ -534,7 +535,7 @@ def test_every_reconnect_attempt_closes_its_io_loop(monkeypatch):
             self.ioloop.close = close
             loops.append(self.ioloop)
 
-    monkeypatch.setattr(bus_module, "_CoalescingConnection", FailingConnection)
+    monkeypatch.setattr(bus_module.pika_compat, "CoalescingConnection", FailingConnection)
     b = bus_module.Bus(BusSettings(reconnect_max_delay=0.05), name="t")
     b.start()
     deadline = time.monotonic() + 10
@@ -549,3 +550,11 @@ def test_the_one_backoff_doubles_up_to_its_cap_and_never_overflows():
     assert [backoff_s(n, initial=0.25, cap=5.0) for n in range(1, 7)] == [
         0.25, 0.5, 1.0, 2.0, 4.0, 5.0]
     assert backoff_s(10 ** 6, initial=0.25, cap=2.0) == 2.0  # a long outage: still the cap
+
+
+def test_pika_patches_are_applied_only_to_the_pika_they_were_written_for():
+    # pyproject pins pika 1.x; the patches must be live there, and the bus must use them.
+    assert pika.__version__.startswith("1.") and pika_compat.PATCHABLE
+    pika_compat.install()
+    assert pika.data.decode_value is not pika_compat.pika_decode_value
+    assert "_output_marshaled_frames" in vars(pika_compat.CoalescingConnection)
