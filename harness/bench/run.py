@@ -17,7 +17,6 @@ import signal
 import statistics
 import subprocess
 import tempfile
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from harness.lab.impl import Impl
 from harness.load import LoadSpec, order_mix, place_orders
 from harness.observe import latency_frame, percentiles
 from harness.reporting.results import run_folder
-from harness.waiting import wait_until
+from harness.waiting import Periodic, wait_until
 from lab_services import events
 from lab_services import topology as topo
 from lab_services.order import order_placed_message
@@ -89,25 +88,21 @@ class RssSampler:
     def __init__(self, lab: Lab, interval: float = 0.2) -> None:
         self.lab, self.interval = lab, interval
         self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._loop = Periodic(self._tick, interval, name="rss-sampler", join_timeout=5)
 
     def __enter__(self) -> RssSampler:
-        self._thread.start()
+        self._loop.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, svc in self.lab.services.items():
-                if svc.proc is not None and svc.running:
-                    mb = rss_mb(svc.proc.pid)
-                    if mb is not None:
-                        self.peak[name] = max(mb, self.peak.get(name, 0.0))
-            self._stop.wait(self.interval)
+    def _tick(self) -> None:
+        for name, svc in self.lab.services.items():
+            if svc.proc is not None and svc.running:
+                mb = rss_mb(svc.proc.pid)
+                if mb is not None:
+                    self.peak[name] = max(mb, self.peak.get(name, 0.0))
 
 
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
