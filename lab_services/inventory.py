@@ -30,14 +30,16 @@ from lab_services.web import create_app, run_service
 log = logging.getLogger(__name__)
 
 
-def outcome_message(event: dict) -> Outgoing:
-    """The AMQP message that carries an inventory outcome event."""
-    reserved = event["event_type"] == events.INVENTORY_RESERVED
-    key = topology.KEY_INVENTORY_RESERVED if reserved else topology.KEY_INVENTORY_FAILED
+def outcome_message(outcome: Outcome) -> Outgoing:
+    """The AMQP message that carries an inventory outcome event (its body as stored)."""
+    if outcome.reserved:
+        key, event_type = topology.KEY_INVENTORY_RESERVED, events.INVENTORY_RESERVED
+    else:
+        key, event_type = topology.KEY_INVENTORY_FAILED, events.INVENTORY_FAILED
     props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
-                                 message_id=event["event_id"], correlation_id=event["order_id"],
-                                 type=event["event_type"], app_id="inventory-service")
-    return Outgoing(topology.INVENTORY_EVENTS, key, events.encode(event), props)
+                                 message_id=outcome.event_id, correlation_id=outcome.order_id,
+                                 type=event_type, app_id="inventory-service")
+    return Outgoing(topology.INVENTORY_EVENTS, key, outcome.body, props)
 
 
 class InventoryService:
@@ -103,8 +105,10 @@ class InventoryService:
             if stored is None:
                 lines = [(i.item_id, i.quantity) for i in order.items]
                 why_not = self.store.try_reserve(db, order.order_id, order.event_id, lines)
-                outcome_event = events.inventory_outcome(order, why_not is None, why_not)
-                stored = Outcome(order.order_id, why_not is None, why_not, outcome_event.payload)
+                event = events.inventory_outcome(order, why_not is None, why_not)
+                # Encoded once: these bytes are stored and published.
+                stored = Outcome(order.order_id, why_not is None, why_not, event.event_id,
+                                 event.to_json())
                 self.store.record_outcome(db, stored)
                 fresh = True
             else:
@@ -120,7 +124,7 @@ class InventoryService:
             log.debug("order %s: %s", order.order_id, stored.reason or "reserved")
         else:
             log.info("order %s seen before: re-publishing its stored outcome", order.order_id)
-        return [outcome_message(stored.event)]
+        return [outcome_message(stored)]
 
     def _before_ack(self, delivery: Delivery) -> None:
         order_id = delivery.context.get("order_id")

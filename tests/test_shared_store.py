@@ -74,7 +74,7 @@ def _process(target: str, orders: list[tuple[str, str]], quantity: int, results,
             why_not = store.try_reserve(db, order_id, order.event_id, [(item_id, quantity)])
             outcome = events.inventory_outcome(order, why_not is None, why_not)
             store.record_outcome(db, Outcome(order_id, why_not is None, why_not,
-                                             outcome.payload))
+                                             outcome.event_id, outcome.to_json()))
         results.put(("reserved" if why_not is None else "failed", order_id))
 
 
@@ -210,3 +210,60 @@ def test_redelivery_counts_live_in_the_inventory_store_shared_by_its_consumers(
     assert [here.bump("m1"), there.bump("m2")] == [1, 2]
     if backend == "postgresql":
         assert not list(tmp_path.iterdir())  # nothing kept on the local disk
+
+
+def _outcome(order_id: str, why_not: str | None) -> Outcome:
+    order = events.order_placed(order_id, "u1", events.validate_items(
+        [{"item_id": "item_1", "quantity": 2, "price": 1}]))
+    event = events.inventory_outcome(order, why_not is None, why_not)
+    return Outcome(order_id, why_not is None, why_not, event.event_id, event.to_json())
+
+
+def test_a_burst_reserves_in_memory_and_a_failed_order_rolls_back_alone(tmp_path):
+    store = SqliteInventoryStore(tmp_path / "inventory.sqlite")
+    store.seed(catalogue({"item_1": 5}))
+    with store.transaction() as burst:
+        with store.transaction() as db:  # A: reserved
+            assert store.try_reserve(db, "A", "ea", [("item_1", 2)]) is None
+            store.record_outcome(db, _outcome("A", None))
+        with pytest.raises(RuntimeError), store.transaction() as db:  # B: fails midway
+            assert store.try_reserve(db, "B", "eb", [("item_1", 2)]) is None
+            store.record_outcome(db, _outcome("B", None))
+            raise RuntimeError("handler failed after reserving")
+        with store.transaction() as db:  # C sees A's reservation, not B's
+            assert store.try_reserve(db, "C", "ec", [("item_1", 2), ("item_1", 2)]) == (
+                "insufficient stock for item_1: wanted 4, have 3")
+            assert store.try_reserve(db, "C", "ec", [("item_1", 2), ("item_1", 1)]) is None
+            store.record_outcome(db, _outcome("C", None))
+        # Within the burst, a repeated order finds its outcome before anything is written.
+        assert store.outcome("A", burst).reserved
+        assert store.outcome("B", burst) is None
+        assert store.try_reserve(burst, "D", "ed", [("item_1", 1)]).startswith(
+            "insufficient stock for item_1: wanted 1, have 0")
+        assert store.processed_count() == 0  # nothing written before the commit
+    assert [(r["order_id"], r["quantity"]) for r in store.reservations()] == [("A", 2), ("C", 3)]
+    assert store.db().execute("SELECT count(*) FROM reservations").fetchone()[0] == 2
+    assert store.inventory()["item_1"]["stock"] == 0
+    stored = store.outcome("A")
+    assert stored.body == _outcome_body(store, "A") and stored.reserved
+    assert [o["order_id"] for o in store.outcomes()] == ["A", "C"]
+
+
+def _outcome_body(store: SqliteInventoryStore, order_id: str) -> bytes:
+    return store.db().execute("SELECT event FROM outcomes WHERE order_id = ?",
+                              (order_id,)).fetchone()[0].encode()
+
+
+def test_a_burst_that_fails_to_commit_writes_nothing(tmp_path):
+    store = SqliteInventoryStore(tmp_path / "inventory.sqlite")
+    store.seed(catalogue({"item_1": 5}))
+    with pytest.raises(RuntimeError), store.transaction() as db:
+        assert store.try_reserve(db, "A", "ea", [("item_1", 2)]) is None
+        store.record_outcome(db, _outcome("A", None))
+        raise RuntimeError("the burst failed")
+    assert store.reservations() == [] and store.processed_count() == 0
+    assert store.inventory()["item_1"]["stock"] == 5
+    with store.transaction() as db:  # and the next burst starts clean
+        assert store.try_reserve(db, "A", "ea", [("item_1", 5)]) is None
+        store.record_outcome(db, _outcome("A", None))
+    assert store.inventory()["item_1"]["stock"] == 0

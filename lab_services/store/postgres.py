@@ -13,7 +13,6 @@ Nested transactions are savepoints (psycopg does that), as in the SQLite store.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -87,7 +86,7 @@ class PostgresInventoryStore:
             (order_id,)).fetchone()
         if row is None:
             return None
-        return Outcome(row["order_id"], row["reserved"], row["reason"], json.loads(row["event"]))
+        return Outcome.stored(row["order_id"], row["reserved"], row["reason"], row["event"])
 
     def try_reserve(self, db: psycopg.Connection, order_id: str, event_id: str,
                     lines: list[tuple[str, int]]) -> str | None:
@@ -118,7 +117,7 @@ class PostgresInventoryStore:
             " ON CONFLICT (order_id) DO UPDATE SET"
             " times_processed = outcomes.times_processed + 1, reserved = excluded.reserved,"
             " reason = excluded.reason, event = excluded.event",
-            (outcome.order_id, outcome.reserved, outcome.reason, json.dumps(outcome.event)))
+            (outcome.order_id, outcome.reserved, outcome.reason, outcome.body.decode()))
 
     def inventory(self) -> dict[str, dict[str, Any]]:
         """Current stock in the original lab's shape, plus the initial stock."""

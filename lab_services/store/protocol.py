@@ -11,6 +11,7 @@ the counts: a message that killed one inventory is charged when another one take
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,12 +19,22 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the inventory decided for an order."""
+    """What the inventory decided for an order, with the event that says so.
+
+    `body` is the outcome event as wire JSON, encoded once: the store keeps these bytes and
+    a redelivered order re-publishes them as they are.
+    """
 
     order_id: str
     reserved: bool
     reason: str | None
-    event: dict[str, Any]
+    event_id: str
+    body: bytes
+
+    @classmethod
+    def stored(cls, order_id: str, reserved: bool, reason: str | None, text: str) -> Outcome:
+        """An outcome read back from a store, where the event is kept as JSON text."""
+        return cls(order_id, reserved, reason, json.loads(text)["event_id"], text.encode())
 
 
 class InventoryStore(Protocol):
