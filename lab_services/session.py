@@ -23,19 +23,19 @@ The rules it keeps:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pika.spec import Basic
 
 from lab_services import messages as m
 from lab_services.events import InvalidEvent
+from lab_services.redeliveries import DeliveryCounter, MemoryDeliveryCounter, delivery_key
 from lab_services.retry import backoff_s
 
 log = logging.getLogger(__name__)
@@ -51,43 +51,6 @@ class Unroutable(BrokerUnavailable):
 
 class Unpublishable(ValueError):
     """pika could not encode the message (e.g. a property over 255 bytes); nothing was sent."""
-
-
-class DeliveryCounter(Protocol):
-    """Durable redelivery counts, keyed by message."""
-
-    def bump(self, key: str) -> int:
-        """Count one more redelivery of a message; return how many so far."""
-        ...
-
-    def forget(self, key: str) -> None:
-        """The message was settled: drop its count (a replayed copy starts again at 0)."""
-        ...
-
-
-class MemoryDeliveryCounter:
-    """Redelivery counts kept in memory (for tests, and services without a store)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def bump(self, key: str) -> int:
-        """Count one more redelivery of a message; return how many so far."""
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return self.counts[key]
-
-    def forget(self, key: str) -> None:
-        """The message was settled: drop its count."""
-        self.counts.pop(key, None)
-
-
-def delivery_key(delivery: m.Delivery) -> str:
-    """A stable key for a message across redeliveries: its queue, id and body."""
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (delivery.queue, str(delivery.properties.message_id or "")):
-        digest.update(part.encode("utf-8", "replace") + b"\0")
-    digest.update(delivery.body)
-    return digest.hexdigest()
 
 
 @dataclass
