@@ -36,10 +36,10 @@ from lab_services.messages import (
     Outgoing,
     dead_letter,
 )
+from lab_services.redeliveries import DeliveryCounter
 from lab_services.retry import NO_RETRY, RetryPolicy, backoff_s
 from lab_services.session import (
     BrokerUnavailable,
-    DeliveryCounter,
     Session,
     Unpublishable,
     Unroutable,
