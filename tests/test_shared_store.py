@@ -267,3 +267,20 @@ def test_a_burst_that_fails_to_commit_writes_nothing(tmp_path):
         assert store.try_reserve(db, "A", "ea", [("item_1", 5)]) is None
         store.record_outcome(db, _outcome("A", None))
     assert store.inventory()["item_1"]["stock"] == 0
+
+
+@pytest.mark.broker
+def test_the_inventory_on_postgresql_keeps_everything_there_redelivery_counts_included(
+        make_lab, pg_url):
+    import psycopg
+
+    lab = make_lab(extra_env={"STORE_URL": pg_url})
+    ids = [lab.place_order("u1", [{"item_id": "item_1", "quantity": 1}]).json()["order_id"]
+           for _ in range(5)]
+    lab.wait_notified(ids, 60)
+    with psycopg.connect(pg_url) as conn:
+        stored = {r[0] for r in conn.execute("SELECT order_id FROM outcomes")}
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+    assert stored == set(ids)
+    # Nothing of the inventory's is kept on the local disk: no SQLite file beside it.
+    assert not list((lab.workdir / "inventory").glob("*.sqlite*"))
