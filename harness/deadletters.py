@@ -30,19 +30,18 @@ import pika
 import pika.exceptions
 
 from harness.amqp import _plain, dead_letter_origin
-from lab_services import topology
+from lab_services import pika_compat, topology
 from lab_services.headers import (
     H_ATTEMPTS,
     LAB_HEADERS,
     SHORT_STR_MAX,
     clean_headers,
-    install_tolerant_decoding,
 )
 from lab_services.settings import DEFAULT_AMQP_URL
 
 # Read what the services read: a timestamp header past year 9999 decodes as an integer
-# instead of making pika drop the connection (see lab_services.headers).
-install_tolerant_decoding()
+# instead of making pika drop the connection (see lab_services.pika_compat).
+pika_compat.install()
 
 # Headers that record a death; a replayed message starts afresh without them.
 DEAD_LETTER_HEADERS = frozenset({

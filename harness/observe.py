@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import pandas as pd
 import pika
 import pika.exceptions
 
+from harness.waiting import Periodic
 from lab_services import events
 from lab_services import topology as topo
 
@@ -77,20 +77,19 @@ class QueueSampler:
         self.rows: list[dict[str, Any]] = []
         self.costs: list[float] = []
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
+        self._loop = Periodic(self._tick, interval, name="queue-sampler", fixed_rate=True,
+                              finish=self._close)
         self._conn: pika.BlockingConnection | None = None
         self._ch: Any = None
 
     def start(self) -> QueueSampler:
         """Start sampling in the background."""
-        self._thread.start()
+        self._loop.start()
         return self
 
     def stop(self) -> None:
         """Stop sampling (takes at most one interval)."""
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self._loop.stop()
 
     def __enter__(self) -> QueueSampler:
         return self.start()
@@ -98,23 +97,21 @@ class QueueSampler:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _run(self) -> None:
-        next_due = time.monotonic()
-        while not self._stop.is_set():
-            began = time.monotonic()
-            try:
-                self._sample(began - self.t0)
-            except Exception as exc:  # the broker may be down on purpose: note a gap
-                self.errors += 1
-                self._conn = None
-                log.debug("sample failed: %s", exc)
-                for q in self.queues:
-                    self.rows.append({"t": began - self.t0, "queue": q, "ready": None,
-                                      "unacked": None, "consumers": None})
-            self.costs.append(time.monotonic() - began)
-            next_due += self.interval
-            self._stop.wait(max(0.0, next_due - time.monotonic()))
-        # pika connections belong to the thread that made them: close it here, not in stop().
+    def _tick(self) -> None:
+        began = time.monotonic()
+        try:
+            self._sample(began - self.t0)
+        except Exception as exc:  # the broker may be down on purpose: note a gap
+            self.errors += 1
+            self._conn = None
+            log.debug("sample failed: %s", exc)
+            for q in self.queues:
+                self.rows.append({"t": began - self.t0, "queue": q, "ready": None,
+                                  "unacked": None, "consumers": None})
+        self.costs.append(time.monotonic() - began)
+
+    def _close(self) -> None:
+        # pika connections belong to the thread that made them: close it there, not in stop().
         if self._conn is not None and self._conn.is_open:
             with contextlib.suppress(Exception):
                 self._conn.close()

@@ -25,8 +25,8 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from lab_services import pika_compat
 from lab_services import topology as topo
-from lab_services.headers import install_tolerant_decoding
 from lab_services.messages import (
     PERSISTENT,
     BeforeAck,
@@ -36,10 +36,10 @@ from lab_services.messages import (
     Outgoing,
     dead_letter,
 )
-from lab_services.retry import NO_RETRY, RetryPolicy
+from lab_services.redeliveries import DeliveryCounter
+from lab_services.retry import NO_RETRY, RetryPolicy, backoff_s
 from lab_services.session import (
     BrokerUnavailable,
-    DeliveryCounter,
     Session,
     Unpublishable,
     Unroutable,
@@ -51,7 +51,7 @@ __all__ = ["PERSISTENT", "Bus", "BrokerUnavailable", "Delivery", "Outgoing", "Un
 
 log = logging.getLogger(__name__)
 
-install_tolerant_decoding()
+pika_compat.install()
 
 STABLE_AFTER_S = 5.0
 
@@ -64,33 +64,6 @@ def connection_parameters(url: str, settings: BusSettings) -> pika.URLParameters
     params.socket_timeout = 5
     params.blocked_connection_timeout = 60
     return params
-
-
-class _CoalescingConnection(pika.SelectConnection):
-    """A SelectConnection that sends the frames of one I/O-loop turn in one socket write.
-
-    pika writes every frame with its own `send` call: a publish is three frames and an ack
-    one more. Draining a backlog, those system calls took 40% of the consumer's time here.
-    Frames are kept in order and flushed at the end of the loop turn that produced them.
-    (This overrides one internal method of pika 1.x; if it ever goes away, pika simply
-    writes frame by frame again.)
-    """
-
-    def _output_marshaled_frames(self, marshaled_frames: Any) -> None:
-        pending = getattr(self, "_lab_pending_frames", None)
-        if pending is None:
-            pending = self._lab_pending_frames = []
-        if not pending:
-            self.ioloop.add_callback_threadsafe(self._lab_flush_frames)
-        for frame in marshaled_frames:
-            self.bytes_sent += len(frame)
-            self.frames_sent += 1
-            pending.append(frame)
-
-    def _lab_flush_frames(self) -> None:
-        pending, self._lab_pending_frames = self._lab_pending_frames, []
-        if pending and self._transport is not None:
-            self._adapter_emit_data(b"".join(pending))
 
 
 class Bus:
@@ -217,7 +190,7 @@ class Bus:
             url = urls[self.reconnect_attempts % len(urls)]
             connection = None
             try:
-                connection = _CoalescingConnection(
+                connection = pika_compat.CoalescingConnection(
                     connection_parameters(url, self.settings),
                     on_open_callback=self._on_connection_open,
                     on_open_error_callback=self._on_connection_open_error,
@@ -242,7 +215,7 @@ class Bus:
             # message) must not reconnect in a tight loop.
             stayed_up = self._was_ready and time.monotonic() - self._ready_at > STABLE_AFTER_S
             attempt = 0 if stayed_up else attempt + 1
-            delay = min(0.25 * (2 ** min(attempt, 16)), self.settings.reconnect_max_delay)
+            delay = backoff_s(attempt + 1, initial=0.25, cap=self.settings.reconnect_max_delay)
             log.warning("%s: broker connection down; reconnecting in %.2fs", self.name, delay)
             self.reconnect_attempts += 1
             self._stopping.wait(delay)

@@ -1,10 +1,10 @@
 """AMQP headers: the lab's own names, and safe handling of headers that other clients set.
 
 Headers arrive from any client. pika decodes some values it cannot encode again (a double,
-a decimal beyond 32 bits), refuses names and short strings over 255 bytes, and, before the
-patch below, aborted the whole connection on a timestamp past the year 9999. A service that
-copies a foreign header into a dead letter must therefore sanitise it first, or one message
-can stop a consumer for good.
+a decimal beyond 32 bits), refuses names and short strings over 255 bytes, and, before
+the patch in `pika_compat`, aborted the whole connection on a timestamp past the year 9999.
+A service that copies a foreign header into a dead letter must therefore sanitise it
+first, or one message can stop a consumer for good.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import struct
-import threading
 from typing import Any
 
 import pika.data
@@ -141,37 +140,3 @@ def encodable(headers: dict[str, Any]) -> bool:
             UnicodeError):
         return False
     return True
-
-
-_original_decode_value = pika.data.decode_value
-_decode_depth = threading.local()
-
-
-def _tolerant_decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
-    """pika's decode_value, hardened against two header values that other clients can send.
-
-    Either raised inside frame decoding, where pika aborts the connection and the broker
-    hands the same message back first on every reconnect: the consumer is stuck for good.
-    - A `T` timestamp past year 9999 decodes as its integer.
-    - A table or array nested more than MAX_DECODE_DEPTH deep is skipped by its length
-      (pika's decoder recurses and hit RecursionError at about 900 levels).
-    """
-    kind = encoded[offset:offset + 1]
-    depth = getattr(_decode_depth, "n", 0)
-    if kind in (b"F", b"A") and depth >= MAX_DECODE_DEPTH:
-        length = struct.unpack_from(">I", encoded, offset + 1)[0]
-        return "[nested too deep]", offset + 5 + length
-    _decode_depth.n = depth + 1
-    try:
-        return _original_decode_value(encoded, offset)
-    except (ValueError, OverflowError, OSError):
-        if kind != b"T":
-            raise
-        return struct.unpack_from(">Q", encoded, offset + 1)[0], offset + 9
-    finally:
-        _decode_depth.n = depth
-
-
-def install_tolerant_decoding() -> None:
-    """Make pika decode out-of-range timestamp headers instead of dropping the connection."""
-    pika.data.decode_value = _tolerant_decode_value

@@ -24,20 +24,22 @@ from lab_services.bus import PERSISTENT, Bus, Delivery, Outgoing
 from lab_services.crashpoints import crash_if
 from lab_services.retry import RetryPolicy
 from lab_services.settings import Settings, load
-from lab_services.store import DeliveryCounts, InventoryStore, Outcome, catalogue
+from lab_services.store import InventoryStore, Outcome, catalogue, open_inventory_store
 from lab_services.web import create_app, run_service
 
 log = logging.getLogger(__name__)
 
 
-def outcome_message(event: dict) -> Outgoing:
-    """The AMQP message that carries an inventory outcome event."""
-    reserved = event["event_type"] == events.INVENTORY_RESERVED
-    key = topology.KEY_INVENTORY_RESERVED if reserved else topology.KEY_INVENTORY_FAILED
+def outcome_message(outcome: Outcome) -> Outgoing:
+    """The AMQP message that carries an inventory outcome event (its body as stored)."""
+    if outcome.reserved:
+        key, event_type = topology.KEY_INVENTORY_RESERVED, events.INVENTORY_RESERVED
+    else:
+        key, event_type = topology.KEY_INVENTORY_FAILED, events.INVENTORY_FAILED
     props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
-                                 message_id=event["event_id"], correlation_id=event["order_id"],
-                                 type=event["event_type"], app_id="inventory-service")
-    return Outgoing(topology.INVENTORY_EVENTS, key, events.encode(event), props)
+                                 message_id=outcome.event_id, correlation_id=outcome.order_id,
+                                 type=event_type, app_id="inventory-service")
+    return Outgoing(topology.INVENTORY_EVENTS, key, outcome.body, props)
 
 
 class InventoryService:
@@ -47,18 +49,15 @@ class InventoryService:
         self.settings = settings or load("inventory")
         self.config = self.settings.inventory
         crashpoints.configure(self.config.crash_at)
-        sync = self.settings.service.sqlite_synchronous
-        if self.settings.service.store_url:
-            from lab_services.pgstore import PgInventoryStore
-            self.store: InventoryStore = PgInventoryStore(self.settings.service.store_url)
-        else:
-            self.store = InventoryStore(self.settings.service.store_path, synchronous=sync)
+        service = self.settings.service
+        self.store: InventoryStore = open_inventory_store(
+            service.store_path, url=service.store_url, synchronous=service.sqlite_synchronous)
         self.store.seed(catalogue(self.config.initial_stock))
         self.seen_in_memory: set[str] = set()
         self.duplicates_skipped = 0
-        self.bus = Bus(self.settings.bus, name="inventory",
-                       counter=DeliveryCounts(self.settings.service.store_path,
-                                              synchronous=sync))
+        # The redelivery counts live in the inventory's own store (shared, with PostgreSQL,
+        # by every inventory that takes from the queue).
+        self.bus = Bus(self.settings.bus, name="inventory", counter=self.store)
         self._in_this_batch: list[str] = []
         self.bus.consume(topology.QUEUE_ORDER_PLACED, self.handle, before_ack=self._before_ack,
                          retry=RetryPolicy(queue=topology.QUEUE_ORDER_PLACED),
@@ -106,8 +105,10 @@ class InventoryService:
             if stored is None:
                 lines = [(i.item_id, i.quantity) for i in order.items]
                 why_not = self.store.try_reserve(db, order.order_id, order.event_id, lines)
-                outcome_event = events.inventory_outcome(order, why_not is None, why_not)
-                stored = Outcome(order.order_id, why_not is None, why_not, outcome_event.payload)
+                event = events.inventory_outcome(order, why_not is None, why_not)
+                # Encoded once: these bytes are stored and published.
+                stored = Outcome(order.order_id, why_not is None, why_not, event.event_id,
+                                 event.to_json())
                 self.store.record_outcome(db, stored)
                 fresh = True
             else:
@@ -123,7 +124,7 @@ class InventoryService:
             log.debug("order %s: %s", order.order_id, stored.reason or "reserved")
         else:
             log.info("order %s seen before: re-publishing its stored outcome", order.order_id)
-        return [outcome_message(stored.event)]
+        return [outcome_message(stored)]
 
     def _before_ack(self, delivery: Delivery) -> None:
         order_id = delivery.context.get("order_id")

@@ -44,7 +44,12 @@ NO_RETRY = RetryPolicy(queue="", max_attempts=0)
 
 
 def backoff_s(failures: int, *, initial: float = 0.1, cap: float = 5.0) -> float:
-    """Capped exponential backoff after `failures` consecutive failures (0 means none)."""
+    """Capped exponential backoff after `failures` consecutive failures (0 means none).
+
+    The one backoff of the services: the bus's reconnects, requeues after a failed commit
+    or an undeliverable copy, and the store's wait for a file another process holds.
+    """
     if failures <= 0:
         return 0.0
-    return min(initial * 2 ** (failures - 1), cap)
+    # The exponent is bounded: a float cannot hold 2 ** 1100, and the cap is long reached.
+    return min(initial * 2 ** min(failures - 1, 64), cap)

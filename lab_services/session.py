@@ -14,25 +14,28 @@ The rules it keeps:
 - An input whose output cannot be delivered is not requeued at once (a hot loop): it goes
   to its retry tier, or is dead-lettered with the reason. Only if even that fails is it
   handed back to the broker, after a backoff.
-- A redelivered input is counted durably; past the delivery limit it is dead-lettered
-  without running the handler, so a message that kills the process cannot loop forever.
+- A redelivered input is handled alone, in a transaction of its own, and nothing else is
+  handled until it is settled; its count is charged durably just before. If the process
+  dies, only the message in hand was charged. Past the delivery limit a message is
+  dead-lettered without running the handler, so a message that kills the process cannot
+  loop forever, and the orders that shared its burst or prefetch window lose nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pika.spec import Basic
 
 from lab_services import messages as m
 from lab_services.events import InvalidEvent
+from lab_services.redeliveries import DeliveryCounter, MemoryDeliveryCounter, delivery_key
 from lab_services.retry import backoff_s
 
 log = logging.getLogger(__name__)
@@ -48,43 +51,6 @@ class Unroutable(BrokerUnavailable):
 
 class Unpublishable(ValueError):
     """pika could not encode the message (e.g. a property over 255 bytes); nothing was sent."""
-
-
-class DeliveryCounter(Protocol):
-    """Durable redelivery counts, keyed by message."""
-
-    def bump(self, key: str) -> int:
-        """Count one more redelivery of a message; return how many so far."""
-        ...
-
-    def forget(self, key: str) -> None:
-        """The message was settled: drop its count (a replayed copy starts again at 0)."""
-        ...
-
-
-class MemoryDeliveryCounter:
-    """Redelivery counts kept in memory (for tests, and services without a store)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def bump(self, key: str) -> int:
-        """Count one more redelivery of a message; return how many so far."""
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return self.counts[key]
-
-    def forget(self, key: str) -> None:
-        """The message was settled: drop its count."""
-        self.counts.pop(key, None)
-
-
-def delivery_key(delivery: m.Delivery) -> str:
-    """A stable key for a message across redeliveries: its queue, id and body."""
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (delivery.queue, str(delivery.properties.message_id or "")):
-        digest.update(part.encode("utf-8", "replace") + b"\0")
-    digest.update(delivery.body)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -124,8 +90,11 @@ class Session:
         self.pending: OrderedDict[int, _Pending] = OrderedDict()
         # Delivery tag -> settled?, in delivery order; the settled prefix gets acked.
         self.unsettled: OrderedDict[int, bool] = OrderedDict()
-        self.burst: list[tuple[m.Consumer, m.Delivery]] = []
+        # Deliveries not yet handled, in delivery order.
+        self.backlog: deque[tuple[m.Consumer, m.Delivery]] = deque()
         self.burst_scheduled = False
+        # The redelivered message being handled alone (until it is settled or requeued).
+        self.in_hand: m.Delivery | None = None
         self.batch_failures = 0
         # Per message: how often its retry or dead-letter copy could not be delivered.
         self.requeues: dict[str, int] = {}
@@ -205,7 +174,8 @@ class Session:
             if isinstance(p.waiter, Future) and not p.waiter.done():
                 p.waiter.set_exception(exc)
         self.unsettled.clear()
-        self.burst.clear()
+        self.backlog.clear()
+        self.in_hand = None
 
     def _succeed(self, waiter: Future | InFlight) -> None:
         if isinstance(waiter, Future):
@@ -244,47 +214,64 @@ class Session:
     # ---- consuming --------------------------------------------------------------------
 
     def on_message(self, consumer: m.Consumer, method: Any, props: Any, body: bytes) -> None:
-        """Queue a delivery for the burst handled after this socket read."""
+        """Queue a delivery; the backlog is handled after this socket read."""
         delivery = m.Delivery(consumer.queue, method.exchange, method.routing_key, body, props,
                               method.redelivered, method.delivery_tag)
         self.unsettled[method.delivery_tag] = False
-        self.burst.append((consumer, delivery))
-        if not self.burst_scheduled:
+        self.backlog.append((consumer, delivery))
+        self._schedule_backlog()
+
+    def _schedule_backlog(self) -> None:
+        if self.backlog and not self.burst_scheduled:
             self.burst_scheduled = True
             self.schedule(0, self.handle_burst)
 
     def handle_burst(self) -> None:
-        """Handle the deliveries of one read: one unit of work (transaction) per consumer."""
+        """Handle the waiting deliveries in order: first deliveries in batches, redeliveries alone.
+
+        A run of first deliveries is one unit of work (one transaction) per consumer. A
+        redelivered message is taken in hand alone: its count is charged, it is handled in
+        a transaction of its own, and nothing else is handled until it is settled. So if the
+        process dies, the one message in hand is the only one charged for it: a poison
+        message cannot spend the delivery limit of the orders that shared its burst.
+        """
         self.burst_scheduled = False
-        burst, self.burst = self.burst, []
-        if self.closed:
+        while self.backlog and self.in_hand is None and not self.closed:
+            if self.backlog[0][1].redelivered:
+                consumer, delivery = self.backlog.popleft()
+                self.in_hand = delivery
+                if not self._over_delivery_limit(consumer, delivery):
+                    self._handle_batch(consumer, [delivery])
+                continue
+            run: list[tuple[m.Consumer, m.Delivery]] = []
+            while self.backlog and not self.backlog[0][1].redelivered:
+                run.append(self.backlog.popleft())
+            for consumer in {c.queue: c for c, _ in run}.values():
+                self._handle_batch(consumer, [d for c, d in run if c is consumer])
+
+    def _handle_batch(self, consumer: m.Consumer, deliveries: list[m.Delivery]) -> None:
+        """One unit of work over some deliveries of one consumer; then publish the outputs."""
+        if consumer.prepare is not None:
+            for d in deliveries:
+                try:
+                    consumer.prepare(d)
+                except Exception as exc:  # raised again, and handled, in _handle
+                    d.context["prepare_error"] = exc
+        try:
+            with consumer.unit_of_work() if consumer.unit_of_work else nullcontext():
+                results = [(d, self._handle(consumer, d)) for d in deliveries]
+        except Exception as exc:
+            # The batch did not commit: nothing of it happened. Give it back after a
+            # pause that grows while commits keep failing (disk full, lock held...).
+            self.batch_failures += 1
+            log.error("%s: a batch of %d failed to commit (%s: %s); requeueing it in "
+                      "%.2fs", self.name, len(deliveries), exc.__class__.__name__,
+                      str(exc)[:200], backoff_s(self.batch_failures))
+            self._requeue_later([d.delivery_tag for d in deliveries])
             return
-        for consumer in {c.queue: c for c, _ in burst}.values():
-            deliveries = [d for c, d in burst if c is consumer]
-            deliveries = [d for d in deliveries if not self._over_delivery_limit(consumer, d)]
-            if not deliveries:
-                continue
-            if consumer.prepare is not None:
-                for d in deliveries:
-                    try:
-                        consumer.prepare(d)
-                    except Exception as exc:  # raised again, and handled, in _handle
-                        d.context["prepare_error"] = exc
-            try:
-                with consumer.unit_of_work() if consumer.unit_of_work else nullcontext():
-                    results = [(d, self._handle(consumer, d)) for d in deliveries]
-            except Exception as exc:
-                # The batch did not commit: nothing of it happened. Give it back after a
-                # pause that grows while commits keep failing (disk full, lock held...).
-                self.batch_failures += 1
-                log.error("%s: a batch of %d failed to commit (%s: %s); requeueing it in "
-                          "%.2fs", self.name, len(deliveries), exc.__class__.__name__,
-                          str(exc)[:200], backoff_s(self.batch_failures))
-                self._requeue_later([d.delivery_tag for d in deliveries])
-                continue
-            self.batch_failures = 0
-            for delivery, outputs in results:
-                self.send_outputs(InFlight(delivery, consumer, len(outputs)), outputs)
+        self.batch_failures = 0
+        for delivery, outputs in results:
+            self.send_outputs(InFlight(delivery, consumer, len(outputs)), outputs)
 
     def send_outputs(self, inflight: InFlight, outputs: list[m.Outgoing]) -> None:
         """Publish an input's outputs; with none, the input is settled at once."""
@@ -396,6 +383,13 @@ class Session:
         if tag in self.unsettled:
             self.unsettled[tag] = True
         self.ack_settled_prefix()
+        self._release(inflight.delivery)
+
+    def _release(self, delivery: m.Delivery) -> None:
+        """The message in hand is settled or given back: the next ones may be handled."""
+        if self.in_hand is delivery:
+            self.in_hand = None
+            self._schedule_backlog()
 
     def ack_settled_prefix(self) -> None:
         """Ack, with one `multiple` ack, the oldest deliveries whose work is all confirmed."""
@@ -426,3 +420,5 @@ class Session:
             if self.channel is not None and self.channel.is_open:
                 self.channel.basic_nack(tag, requeue=True)
         self.ack_settled_prefix()
+        if self.in_hand is not None and self.in_hand.delivery_tag in tags:
+            self._release(self.in_hand)

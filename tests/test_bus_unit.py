@@ -12,6 +12,7 @@ import json
 import sqlite3
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pika
@@ -20,6 +21,7 @@ from pika.spec import Basic
 
 from lab_services import headers as h
 from lab_services import messages as m
+from lab_services import pika_compat
 from lab_services import topology as topo
 from lab_services.events import InvalidEvent
 from lab_services.retry import RetryPolicy, backoff_s
@@ -310,6 +312,77 @@ def test_a_message_redelivered_past_the_limit_is_dead_lettered_without_the_handl
     assert calls == [1, 2, 4]
 
 
+class Died(BaseException):
+    """The process dies in the handler (os._exit in the real service): nothing runs after."""
+
+
+def test_a_poison_message_spends_only_its_own_delivery_limit_not_its_burst_neighbours():
+    counter = MemoryDeliveryCounter()
+    handled: list[bytes] = []
+
+    def handler(d: m.Delivery) -> list[m.Outgoing]:
+        if d.body == b"poison":
+            raise Died
+        handled.append(d.body)
+        return [out(d.body)]
+
+    consumer = m.Consumer("order_placed", handler)
+    bodies = [b"poison"] + [b"valid-%d" % i for i in range(5)]
+    for crash in range(1, 6):  # five crashes, each burst shared with the valid orders
+        session, ch, clock = make_session(counter=counter, delivery_limit=5)
+        for tag, body in enumerate(bodies, start=1):
+            deliver(session, consumer, tag, body, redelivered=crash > 1, message_id=body.decode())
+        with pytest.raises(Died):
+            clock.run()
+        assert handled == [] and ch.published == []
+        # Only the message in hand when the process died was charged.
+        assert set(counter.counts.values()) <= {crash - 1}
+        assert len(counter.counts) == (1 if crash > 1 else 0)
+    session, ch, clock = make_session(counter=counter, delivery_limit=5)
+    for tag, body in enumerate(bodies, start=1):
+        deliver(session, consumer, tag, body, redelivered=True, message_id=body.decode())
+    clock.run()
+    dead = ch.published[0]
+    assert dead.exchange == topo.DEAD_LETTERS and dead.body == b"poison"
+    assert "delivery limit exceeded (6 deliveries" in dead.properties.headers[h.H_REASON]
+    for seq in range(1, len(bodies) + 1):  # each redelivery is settled before the next
+        session.on_confirm(confirm(seq))
+        clock.run()
+    assert handled == bodies[1:]
+    assert [o.body for o in ch.published] == bodies
+    assert ch.acks[-1] == (len(bodies), False) and counter.counts == {}
+
+
+def test_a_redelivered_message_is_handled_alone_and_nothing_else_until_it_is_settled():
+    batches: list[list[int]] = []
+    current: list[int] = []
+
+    @contextmanager
+    def unit_of_work():
+        current.clear()
+        yield
+        batches.append(list(current))
+
+    def handler(d: m.Delivery) -> list[m.Outgoing]:
+        current.append(d.delivery_tag)
+        return [out(d.body)]
+
+    consumer = m.Consumer("order_placed", handler, unit_of_work=unit_of_work)
+    session, ch, clock = make_session()
+    for tag, again in ((1, False), (2, False), (3, True), (4, False), (5, True), (6, False)):
+        deliver(session, consumer, tag, bytes([tag]), redelivered=again)
+    clock.run()
+    assert batches == [[1, 2], [3]]  # 4 waits: 3 is in hand until its output is confirmed
+    session.on_confirm(confirm(3))
+    clock.run()
+    assert batches == [[1, 2], [3], [4], [5]]
+    session.on_confirm(confirm(5))
+    clock.run()
+    assert batches == [[1, 2], [3], [4], [5], [6]]
+    session.on_confirm(confirm(6, multiple=True))
+    assert ch.acks[-1][0] == 6 and not session.unsettled
+
+
 def test_attempts_from_an_untrusted_header_never_raise():
     assert h.attempts_of({h.H_ATTEMPTS: 2}) == 2
     assert h.attempts_of({h.H_ATTEMPTS: "3"}) == 3
@@ -329,7 +402,7 @@ def test_a_far_future_timestamp_header_decodes_instead_of_killing_the_connection
             return time.struct_time((9999, 1, 10 ** 12, 0, 0, 0, 0, 1, 0))
 
     raw = b"".join(pika.BasicProperties(headers={"t": FarFuture(2000, 1, 1)}).encode())
-    h.install_tolerant_decoding()
+    pika_compat.install()
     decoded = pika.BasicProperties()
     decoded.decode(raw)
     assert isinstance(decoded.headers["t"], int) and decoded.headers["t"] > 10 ** 16
@@ -389,7 +462,7 @@ def test_a_header_nested_too_deep_to_decode_is_skipped_not_fatal():
         raw = b"".join(pika.BasicProperties(headers={"deep": deep, "ok": 1}).encode())
     finally:
         sys.setrecursionlimit(limit)
-    h.install_tolerant_decoding()
+    pika_compat.install()
     decoded = pika.BasicProperties()
     decoded.decode(raw)
     assert decoded.headers["ok"] == 1
@@ -462,7 +535,7 @@ def test_every_reconnect_attempt_closes_its_io_loop(monkeypatch):
             self.ioloop.close = close
             loops.append(self.ioloop)
 
-    monkeypatch.setattr(bus_module, "_CoalescingConnection", FailingConnection)
+    monkeypatch.setattr(bus_module.pika_compat, "CoalescingConnection", FailingConnection)
     b = bus_module.Bus(BusSettings(reconnect_max_delay=0.05), name="t")
     b.start()
     deadline = time.monotonic() + 10
@@ -470,3 +543,18 @@ def test_every_reconnect_attempt_closes_its_io_loop(monkeypatch):
         time.sleep(0.01)
     b.close()
     assert len(loops) >= 5 and all(loop.closed for loop in loops[:-1])
+
+
+def test_the_one_backoff_doubles_up_to_its_cap_and_never_overflows():
+    assert backoff_s(0) == 0.0
+    assert [backoff_s(n, initial=0.25, cap=5.0) for n in range(1, 7)] == [
+        0.25, 0.5, 1.0, 2.0, 4.0, 5.0]
+    assert backoff_s(10 ** 6, initial=0.25, cap=2.0) == 2.0  # a long outage: still the cap
+
+
+def test_pika_patches_are_applied_only_to_the_pika_they_were_written_for():
+    # pyproject pins pika 1.x; the patches must be live there, and the bus must use them.
+    assert pika.__version__.startswith("1.") and pika_compat.PATCHABLE
+    pika_compat.install()
+    assert pika.data.decode_value is not pika_compat.pika_decode_value
+    assert "_output_marshaled_frames" in vars(pika_compat.CoalescingConnection)

@@ -19,7 +19,7 @@ from harness import amqp, cli
 from harness import deadletters as dlq
 from harness import invariants as check
 from harness.waiting import wait_until
-from lab_services import headers as lab_headers
+from lab_services import pika_compat
 from lab_services import topology as topo
 from lab_services.headers import (
     H_ATTEMPTS,
@@ -276,7 +276,7 @@ def test_a_dead_letter_pika_cannot_decode_is_reported_and_can_be_dropped(lab, ca
                                                                          monkeypatch):
     # Without the lab's tolerant decoder, pika drops the connection on that frame: a stand-in
     # for any frame this client cannot decode.
-    monkeypatch.setattr(pika.data, "decode_value", lab_headers._original_decode_value)
+    monkeypatch.setattr(pika.data, "decode_value", pika_compat.pika_decode_value)
     url = lab.amqp_url
     with amqp.channel(url) as ch:
         ch.queue_declare("dlq-replay-target", durable=True)

@@ -16,7 +16,13 @@ from collections.abc import Iterator
 import pytest
 
 from lab_services import events
-from lab_services.store import InventoryStore, Outcome, catalogue
+from lab_services.store import (
+    InventoryStore,
+    Outcome,
+    SqliteInventoryStore,
+    catalogue,
+    open_inventory_store,
+)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("PG_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -47,9 +53,8 @@ def pg_url() -> Iterator[str]:
 
 def _open(target: str) -> InventoryStore:
     if target.startswith("postgresql://"):
-        from lab_services.pgstore import PgInventoryStore
-        return PgInventoryStore(target)
-    return InventoryStore(target)
+        return open_inventory_store("", url=target)
+    return open_inventory_store(target)
 
 
 def _process(target: str, orders: list[tuple[str, str]], quantity: int, results, go,
@@ -69,7 +74,7 @@ def _process(target: str, orders: list[tuple[str, str]], quantity: int, results,
             why_not = store.try_reserve(db, order_id, order.event_id, [(item_id, quantity)])
             outcome = events.inventory_outcome(order, why_not is None, why_not)
             store.record_outcome(db, Outcome(order_id, why_not is None, why_not,
-                                             outcome.payload))
+                                             outcome.event_id, outcome.to_json()))
         results.put(("reserved" if why_not is None else "failed", order_id))
 
 
@@ -128,9 +133,9 @@ def test_postgresql_reservations_lock_their_stock_rows(pg_url):
     import psycopg
 
     from harness.waiting import wait_until
-    from lab_services.pgstore import PgInventoryStore
+    from lab_services.store.postgres import PostgresInventoryStore
 
-    first, second = PgInventoryStore(pg_url), PgInventoryStore(pg_url)
+    first, second = PostgresInventoryStore(pg_url), PostgresInventoryStore(pg_url)
     first.seed(catalogue({"item_1": 3}))
     answer: list = []
 
@@ -175,11 +180,11 @@ def test_a_store_opened_while_another_process_holds_the_new_file_waits_for_it(tm
 
     def open_store() -> None:
         try:
-            opened.append(InventoryStore(path))
+            opened.append(SqliteInventoryStore(path))
         except Exception as exc:  # the thread's outcome is judged below
             opened.append(exc)
 
-    caplog.set_level(logging.INFO, logger="lab_services.store")
+    caplog.set_level(logging.INFO, logger="lab_services.store.sqlite")
     opener = threading.Thread(target=open_store, daemon=True)
     opener.start()
     wait_until(lambda: opened or "waiting to switch it to WAL" in caplog.text, 10,
@@ -188,5 +193,94 @@ def test_a_store_opened_while_another_process_holds_the_new_file_waits_for_it(tm
     other.close()
     opener.join(30)
     (store,) = opened
-    assert isinstance(store, InventoryStore), store
+    assert isinstance(store, SqliteInventoryStore), store
     assert store.db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_redelivery_counts_live_in_the_inventory_store_shared_by_its_consumers(
+        backend, tmp_path, request):
+    # The poison guard's counts: a message that killed one inventory is charged when
+    # another inventory on the same store takes it (with PostgreSQL: on another host).
+    target = (request.getfixturevalue("pg_url") if backend == "postgresql"
+              else str(tmp_path / "inventory.sqlite"))
+    here, there = _open(target), _open(target)
+    assert [here.bump("m1"), there.bump("m1"), here.bump("m2")] == [1, 2, 1]
+    there.forget("m1")
+    assert [here.bump("m1"), there.bump("m2")] == [1, 2]
+    if backend == "postgresql":
+        assert not list(tmp_path.iterdir())  # nothing kept on the local disk
+
+
+def _outcome(order_id: str, why_not: str | None) -> Outcome:
+    order = events.order_placed(order_id, "u1", events.validate_items(
+        [{"item_id": "item_1", "quantity": 2, "price": 1}]))
+    event = events.inventory_outcome(order, why_not is None, why_not)
+    return Outcome(order_id, why_not is None, why_not, event.event_id, event.to_json())
+
+
+def test_a_burst_reserves_in_memory_and_a_failed_order_rolls_back_alone(tmp_path):
+    store = SqliteInventoryStore(tmp_path / "inventory.sqlite")
+    store.seed(catalogue({"item_1": 5}))
+    with store.transaction() as burst:
+        with store.transaction() as db:  # A: reserved
+            assert store.try_reserve(db, "A", "ea", [("item_1", 2)]) is None
+            store.record_outcome(db, _outcome("A", None))
+        with pytest.raises(RuntimeError), store.transaction() as db:  # B: fails midway
+            assert store.try_reserve(db, "B", "eb", [("item_1", 2)]) is None
+            store.record_outcome(db, _outcome("B", None))
+            raise RuntimeError("handler failed after reserving")
+        with store.transaction() as db:  # C sees A's reservation, not B's
+            assert store.try_reserve(db, "C", "ec", [("item_1", 2), ("item_1", 2)]) == (
+                "insufficient stock for item_1: wanted 4, have 3")
+            assert store.try_reserve(db, "C", "ec", [("item_1", 2), ("item_1", 1)]) is None
+            store.record_outcome(db, _outcome("C", None))
+        # Within the burst, a repeated order finds its outcome before anything is written.
+        assert store.outcome("A", burst).reserved
+        assert store.outcome("B", burst) is None
+        assert store.try_reserve(burst, "D", "ed", [("item_1", 1)]).startswith(
+            "insufficient stock for item_1: wanted 1, have 0")
+        assert store.processed_count() == 0  # nothing written before the commit
+    assert [(r["order_id"], r["quantity"]) for r in store.reservations()] == [("A", 2), ("C", 3)]
+    assert store.db().execute("SELECT count(*) FROM reservations").fetchone()[0] == 2
+    assert store.inventory()["item_1"]["stock"] == 0
+    stored = store.outcome("A")
+    assert stored.body == _outcome_body(store, "A") and stored.reserved
+    assert [o["order_id"] for o in store.outcomes()] == ["A", "C"]
+
+
+def _outcome_body(store: SqliteInventoryStore, order_id: str) -> bytes:
+    return store.db().execute("SELECT event FROM outcomes WHERE order_id = ?",
+                              (order_id,)).fetchone()[0].encode()
+
+
+def test_a_burst_that_fails_to_commit_writes_nothing(tmp_path):
+    store = SqliteInventoryStore(tmp_path / "inventory.sqlite")
+    store.seed(catalogue({"item_1": 5}))
+    with pytest.raises(RuntimeError), store.transaction() as db:
+        assert store.try_reserve(db, "A", "ea", [("item_1", 2)]) is None
+        store.record_outcome(db, _outcome("A", None))
+        raise RuntimeError("the burst failed")
+    assert store.reservations() == [] and store.processed_count() == 0
+    assert store.inventory()["item_1"]["stock"] == 5
+    with store.transaction() as db:  # and the next burst starts clean
+        assert store.try_reserve(db, "A", "ea", [("item_1", 5)]) is None
+        store.record_outcome(db, _outcome("A", None))
+    assert store.inventory()["item_1"]["stock"] == 0
+
+
+@pytest.mark.broker
+def test_the_inventory_on_postgresql_keeps_everything_there_redelivery_counts_included(
+        make_lab, pg_url):
+    import psycopg
+
+    lab = make_lab(extra_env={"STORE_URL": pg_url})
+    ids = [lab.place_order("u1", [{"item_id": "item_1", "quantity": 1}]).json()["order_id"]
+           for _ in range(5)]
+    lab.wait_notified(ids, 60)
+    with psycopg.connect(pg_url) as conn:
+        stored = {r[0] for r in conn.execute("SELECT order_id FROM outcomes")}
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+    assert stored == set(ids)
+    # Nothing of the inventory's is kept on the local disk: no SQLite file beside it.
+    assert not list((lab.workdir / "inventory").glob("*.sqlite*"))

@@ -4,7 +4,7 @@ Speed is measured here, never asserted in a test. The figures that matter:
 - the floor: the inventory step written in plain pika at full speed (`harness.bench.floor`),
   draining a backlog of N orders;
 - the lab's inventory draining the same backlog, on the same broker, in the same run,
-  as a fraction of the floor (target: 0.75 or better), and each service's RSS meanwhile;
+  as a fraction of the floor (target: 0.8 or better), and each service's RSS meanwhile;
 - latency per hop at a moderate steady load, and the HTTP accept rate of the order service.
 With `profile=True`, py-spy samples the lab's inventory while it drains (raw folded stacks).
 """
@@ -17,7 +17,6 @@ import signal
 import statistics
 import subprocess
 import tempfile
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from harness.lab.impl import Impl
 from harness.load import LoadSpec, order_mix, place_orders
 from harness.observe import latency_frame, percentiles
 from harness.reporting.results import run_folder
-from harness.waiting import wait_until
+from harness.waiting import Periodic, wait_until
 from lab_services import events
 from lab_services import topology as topo
 from lab_services.order import order_placed_message
@@ -42,7 +41,7 @@ from lab_services.order import order_placed_message
 log = logging.getLogger(__name__)
 
 PLENTY = "10000000"
-TARGET = 0.75  # the lab's drain as a fraction of the floor that issue 11 asks for
+TARGET = 0.8  # the lab's drain as a fraction of the floor, at FULL and at NORMAL (issue 21)
 INTAKE_TARGET = 5.0  # HTTP intake (2xx/s) at least this many times the naive design's
 P50_TARGET = 0.2  # end-to-end p50 at most this fraction of the naive design's
 P99_TARGET_MS = 25.0  # end-to-end p99 under this at 50 orders/s
@@ -89,25 +88,21 @@ class RssSampler:
     def __init__(self, lab: Lab, interval: float = 0.2) -> None:
         self.lab, self.interval = lab, interval
         self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._loop = Periodic(self._tick, interval, name="rss-sampler", join_timeout=5)
 
     def __enter__(self) -> RssSampler:
-        self._thread.start()
+        self._loop.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, svc in self.lab.services.items():
-                if svc.proc is not None and svc.running:
-                    mb = rss_mb(svc.proc.pid)
-                    if mb is not None:
-                        self.peak[name] = max(mb, self.peak.get(name, 0.0))
-            self._stop.wait(self.interval)
+    def _tick(self) -> None:
+        for name, svc in self.lab.services.items():
+            if svc.proc is not None and svc.running:
+                mb = rss_mb(svc.proc.pid)
+                if mb is not None:
+                    self.peak[name] = max(mb, self.peak.get(name, 0.0))
 
 
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
@@ -219,7 +214,9 @@ def versus(broker: Broker, other: Impl | str | Path, folder: Path, *, intake_sec
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each of issue 11's speed targets: what was measured, the target, and whether it is met."""
-    rows = [{"target": "drain >= 0.75 of the floor", "value": report["drain_vs_floor"],
+    rows = [{"target": f"drain >= {TARGET} of the floor "
+                       f"(SQLITE_SYNCHRONOUS={report['sqlite_synchronous']})",
+             "value": report["drain_vs_floor"],
              "met": (report["drain_vs_floor"] or 0) >= TARGET}]
     vs = report.get("versus") or {}
     for conns, ratio in (vs.get("intake") or {}).get("ratio_by_connections", {}).items():

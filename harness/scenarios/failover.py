@@ -31,7 +31,7 @@ from harness.reporting.plots import mark_faults
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.registry import Scenario, register
-from harness.waiting import WaitTimeout, wait_until
+from harness.waiting import Periodic, WaitTimeout, wait_until
 from lab_services import topology as topo
 
 log = logging.getLogger(__name__)
@@ -63,16 +63,14 @@ class ClusterWatch:
         self.leaders: list[dict[str, Any]] = []
         self.links: list[dict[str, Any]] = []
         self._by_port = {n.amqp_port: n.name for n in cluster.nodes}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cluster-watch", daemon=True)
+        self._loop = Periodic(self._tick, interval, name="cluster-watch")
 
     def __enter__(self) -> ClusterWatch:
-        self._thread.start()
+        self._loop.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self._loop.stop()
 
     def connected_to(self, pid: int) -> str | None:
         """The node(s) a process holds established AMQP connections to, joined by '+'."""
@@ -85,20 +83,18 @@ class ClusterWatch:
                  and c.raddr.port in self._by_port}
         return "+".join(sorted(nodes)) or None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            t = time.monotonic() - self.t0
-            try:
-                # A short timeout: a node that is cut off must not stall the samples.
-                leader = self.cluster.leader(self.queue, self.vhost, timeout=1.0)
-            except Exception:  # mid-election, or the API node is the one just killed
-                leader = None
-            self.leaders.append({"t": t, "leader": leader})
-            for name, svc in self.services.items():
-                pid = svc.proc.pid if svc.proc is not None and svc.running else None
-                self.links.append({"t": t, "service": name,
-                                   "node": self.connected_to(pid) if pid else None})
-            self._stop.wait(self.interval)
+    def _tick(self) -> None:
+        t = time.monotonic() - self.t0
+        try:
+            # A short timeout: a node that is cut off must not stall the samples.
+            leader = self.cluster.leader(self.queue, self.vhost, timeout=1.0)
+        except Exception:  # mid-election, or the API node is the one just killed
+            leader = None
+        self.leaders.append({"t": t, "leader": leader})
+        for name, svc in self.services.items():
+            pid = svc.proc.pid if svc.proc is not None and svc.running else None
+            self.links.append({"t": t, "service": name,
+                               "node": self.connected_to(pid) if pid else None})
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(leaders: t, leader) and (links: t, service, node) as DataFrames."""
