@@ -22,18 +22,15 @@ import logging
 import secrets
 import sqlite3
 import threading
-import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
-import pika
 from flask import jsonify, request
 
 from lab_services import events, topology
-from lab_services.bus import PERSISTENT, BrokerUnavailable, Bus, Delivery, Outgoing
+from lab_services.bus import BrokerUnavailable, Bus, Delivery, Outgoing
 from lab_services.headers import SHORT_STR_MAX
+from lab_services.outbox import OutboxRelay, order_placed_message
 from lab_services.retry import RetryPolicy
 from lab_services.settings import Settings, load
 from lab_services.store import DeliveryCounts, IdempotencyConflict, OrderStore
@@ -47,15 +44,6 @@ MAX_IDEMPOTENCY_KEY = 128
 def new_order_id() -> str:
     """An order id in the original lab's shape: ORD-YYYYMMDD-xxxxxxxx."""
     return f"ORD-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
-
-
-def order_placed_message(event_json: str | bytes, order_id: str, event_id: str) -> Outgoing:
-    """The AMQP message that carries an OrderPlaced event."""
-    body = event_json.encode() if isinstance(event_json, str) else event_json
-    props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
-                                 message_id=event_id, correlation_id=order_id,
-                                 type=events.ORDER_PLACED, app_id="order-service")
-    return Outgoing(topology.ORDER_EVENTS, topology.KEY_ORDER_PLACED, body, props)
 
 
 def parse_order_request(body: object) -> tuple[str, tuple[events.Item, ...]]:
@@ -95,146 +83,6 @@ class Placed:
         self.order = order
         self.confirmed = confirmed
         self.replayed = replayed
-
-
-class OutboxRelay:
-    """Publishes the outbox's unsent events with confirms, and marks them sent."""
-
-    def __init__(self, store: OrderStore, bus: Bus, *, interval: float, timeout: float) -> None:
-        self.store = store
-        self.bus = bus
-        self.interval = interval
-        self.timeout = timeout
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._in_flight: set[str] = set()
-        # Confirmed by the broker, not yet marked sent: marked in batches by the relay's
-        # thread (one transaction for many orders instead of one each on the HTTP path).
-        # Their claims stay held until then, so the relay never publishes them again.
-        self._confirmed: list[tuple[int, str]] = []
-        self._confirmed_ids: set[str] = set()
-        self.published = 0
-        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
-
-    def start(self) -> None:
-        """Start relaying in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop relaying (unsent events stay in the outbox for the next start)."""
-        self._stop.set()
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Make the relay look at the outbox now instead of at its next interval."""
-        self._wake.set()
-
-    def claim(self, order_id: str) -> bool:
-        """Take an order's event for publishing; False if someone else is publishing it."""
-        with self._lock:
-            if order_id in self._in_flight:
-                return False
-            self._in_flight.add(order_id)
-            return True
-
-    def release(self, order_id: str) -> None:
-        """Give an order's event back (after marking it sent, or failing to)."""
-        with self._lock:
-            self._in_flight.discard(order_id)
-
-    def publish_now(self, seq: int, order_id: str, event: str) -> bool:
-        """Publish one claimed outbox event and wait for its confirm; True if confirmed.
-
-        The caller claimed `order_id` before the row became visible, so the relay never
-        publishes it at the same time; the claim is released here.
-        """
-        try:
-            event_id = json.loads(event)["event_id"]
-            self.bus.publish_confirmed(order_placed_message(event, order_id, event_id),
-                                       timeout=self.timeout)
-        except BrokerUnavailable as exc:
-            log.info("outbox: %s not confirmed yet (%s); the relay will retry", order_id, exc)
-            self.release(order_id)
-            self.wake()
-            return False
-        except BaseException:
-            self.release(order_id)
-            raise
-        with self._lock:
-            self._confirmed.append((seq, order_id))
-            self._confirmed_ids.add(order_id)
-        self.wake()
-        return True
-
-    def is_sent(self, order_id: str) -> bool:
-        """True once the broker confirmed the order's event (marked in the store or not)."""
-        with self._lock:
-            if order_id in self._confirmed_ids:
-                return True
-        return self.store.is_sent(order_id)
-
-    def flush_marks(self) -> None:
-        """Mark the events confirmed on the HTTP path as sent, in one transaction."""
-        with self._lock:
-            batch, self._confirmed = self._confirmed, []
-        if not batch:
-            return
-        try:
-            self.store.mark_sent([seq for seq, _ in batch])
-        except BaseException:
-            with self._lock:  # try again on the next pass; the claims stay held
-                self._confirmed[:0] = batch
-            raise
-        self.published += len(batch)
-        for _, order_id in batch:
-            with self._lock:
-                self._confirmed_ids.discard(order_id)
-            self.release(order_id)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            try:
-                self.flush_marks()
-            except Exception:
-                log.exception("outbox: marking sent events failed; trying again")
-            if self._stop.is_set():
-                break
-            if not self.bus.connected or self.bus.blocked.is_set():
-                continue
-            try:
-                self._relay_once()
-            except Exception:
-                log.exception("outbox: relay pass failed; trying again")
-
-    def _relay_once(self) -> None:
-        sent: list[int] = []
-        waiting: list[tuple[int, Future]] = []
-        claimed: list[str] = []
-        for seq, order_id, event in self.store.unsent():
-            if not self.claim(order_id):
-                continue
-            claimed.append(order_id)
-            if self.store.is_sent(order_id):  # sent since the list was read
-                continue
-            event_id = json.loads(event)["event_id"]
-            waiting.append((seq, self.bus.publish(order_placed_message(event, order_id,
-                                                                       event_id))))
-        deadline = time.monotonic() + self.timeout  # one wait for the whole batch
-        try:
-            for seq, fut in waiting:
-                try:
-                    fut.result(max(deadline - time.monotonic(), 0))
-                    sent.append(seq)
-                except (BrokerUnavailable, FutureTimeout):
-                    pass
-        finally:
-            self.store.mark_sent(sent)
-            self.published += len(sent)
-            for order_id in claimed:
-                self.release(order_id)
 
 
 class OrderService:

@@ -37,7 +37,7 @@ from harness.reporting.results import run_folder
 from harness.waiting import wait_until
 from lab_services import events
 from lab_services import topology as topo
-from lab_services.order import order_placed_message
+from lab_services.outbox import order_placed_message
 
 log = logging.getLogger(__name__)
 
