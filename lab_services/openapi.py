@@ -124,7 +124,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 def _idempotency_key() -> dict[str, Any]:
     # Imported here: the order service imports this module to serve its document.
-    from lab_services.order import MAX_IDEMPOTENCY_KEY
+    from lab_services.order_requests import MAX_IDEMPOTENCY_KEY
     return {
         "name": "Idempotency-Key", "in": "header", "required": False,
         "description": "Same key and body: the same order again, never a second event. "

@@ -16,13 +16,9 @@ never a second event; the same key with another body gets 422.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import secrets
 import sqlite3
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import jsonify, request
@@ -30,6 +26,12 @@ from flask import jsonify, request
 from lab_services import events, topology
 from lab_services.bus import BrokerUnavailable, Bus, Delivery, Outgoing
 from lab_services.headers import SHORT_STR_MAX
+from lab_services.order_requests import (
+    check_idempotency_key,
+    new_order_id,
+    parse_order_request,
+    request_hash,
+)
 from lab_services.outbox import OutboxRelay, order_placed_message
 from lab_services.retry import RetryPolicy
 from lab_services.settings import Settings, load
@@ -37,40 +39,6 @@ from lab_services.store import DeliveryCounts, IdempotencyConflict, OrderStore
 from lab_services.web import create_app, error, read_json, run_service
 
 log = logging.getLogger(__name__)
-
-MAX_IDEMPOTENCY_KEY = 128
-
-
-def new_order_id() -> str:
-    """An order id in the original lab's shape: ORD-YYYYMMDD-xxxxxxxx."""
-    return f"ORD-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
-
-
-def parse_order_request(body: object) -> tuple[str, tuple[events.Item, ...]]:
-    """Validate a POST /order body; raise InvalidEvent naming the bad field."""
-    if not isinstance(body, dict):
-        raise events.InvalidEvent("body: must be a JSON object")
-    user_id = events.check_id(body.get("user_id"), "user_id")
-    if "items" not in body:
-        raise events.InvalidEvent("items: missing")
-    return user_id, events.validate_items(body["items"])
-
-
-def check_idempotency_key(raw: str | None) -> str | None:
-    """The Idempotency-Key header if valid (1-128 printable ASCII), None if absent."""
-    if raw is None:
-        return None
-    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY or not raw.isascii() or not raw.isprintable():
-        raise events.InvalidEvent(
-            f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
-    return raw
-
-
-def request_hash(user_id: str, items: tuple[events.Item, ...]) -> str:
-    """A digest of what an order asks for, to tell a retry from a different request."""
-    canonical = json.dumps([user_id, [i.to_dict() for i in items]], separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
 
 class KeyInProgress(RuntimeError):
     """Another request with the same Idempotency-Key is still being answered."""
