@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from lab_services.bus import Bus
 from lab_services.settings import ServiceSettings, Settings, SettingsError, load
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# File descriptors kept free beside the HTTP connections: the store's, the broker's, logs.
+FD_MARGIN = 64
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -90,12 +94,44 @@ def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = No
     return app
 
 
+def connection_limit(wanted: int) -> int:
+    """How many HTTP connections the open-file limit allows, raising its soft limit if it can.
+
+    Every connection is a file descriptor: a limit above what the process may open would
+    make accept() fail instead of queueing new clients.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft != resource.RLIM_INFINITY and soft < need:
+        allowed = max(10, soft - FD_MARGIN)
+        logging.getLogger(__name__).warning(
+            "HTTP_CONNECTION_LIMIT %d needs %d open files, the process may open %d: "
+            "holding at most %d connections", wanted, need, soft, allowed)
+        return allowed
+    return wanted
+
+
 def serve(app: Flask, bus: Bus, settings: ServiceSettings) -> None:
     """Serve the app with waitress until SIGTERM or Ctrl-C, then close the bus cleanly."""
     from waitress import create_server
 
     server = create_server(app, host=settings.host, port=settings.port,
                            threads=settings.http_threads,
+                           # Idle clients hold a socket each, never a thread: with room for
+                           # many and a short idle timeout, slow clients cannot lock out the
+                           # others (waitress stops accepting at the limit).
+                           connection_limit=connection_limit(settings.http_connection_limit),
+                           channel_timeout=settings.http_idle_timeout,
+                           # How often idle connections are looked for: the timeout is kept
+                           # to within half of itself.
+                           cleanup_interval=max(1, min(30, settings.http_idle_timeout // 2)),
+                           # select() cannot watch a descriptor numbered 1024 or above.
+                           asyncore_use_poll=True,
                            # Up to this, Flask answers a JSON 413 naming the body; waitress
                            # refuses anything larger itself, in plain text.
                            max_request_body_size=max(settings.max_body_bytes * 4, 16 << 20),
