@@ -25,6 +25,7 @@ from lab_services.crashpoints import crash_if
 from lab_services.retry import RetryPolicy
 from lab_services.settings import Settings, load
 from lab_services.store import DeliveryCounts, InventoryStore, Outcome, catalogue
+from lab_services.store_health import CommitWatch, sqlite_probe
 from lab_services.web import create_app, run_service
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class InventoryService:
                        counter=DeliveryCounts(self.settings.service.store_path,
                                               synchronous=sync))
         self._in_this_batch: list[str] = []
+        # Whether the SQLite store commits, for /health (a full disk: not ok until it does).
+        self.commits = CommitWatch(None if self.settings.service.store_url
+                                   else sqlite_probe(self.store))
         self.bus.consume(topology.QUEUE_ORDER_PLACED, self.handle, before_ack=self._before_ack,
                          retry=RetryPolicy(queue=topology.QUEUE_ORDER_PLACED),
                          unit_of_work=self.unit_of_work, prepare=self.prepare)
@@ -71,7 +75,7 @@ class InventoryService:
     def unit_of_work(self) -> Iterator[None]:
         """One store transaction around a burst of orders; outcomes publish after it."""
         self._in_this_batch = []
-        with self.store.transaction():
+        with self.commits.watching(self.store.transaction)():
             yield
         for order_id in self._in_this_batch:
             crash_if("after_commit", order_id)
@@ -141,6 +145,7 @@ class InventoryService:
 def create_inventory_app(service: InventoryService):
     """The inventory's HTTP API."""
     app = create_app("inventory-service", service.bus, service.health,
+                     store=service.commits,
                      max_body_bytes=service.settings.service.max_body_bytes)
 
     @app.get("/inventory")

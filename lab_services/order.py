@@ -36,6 +36,7 @@ from lab_services.outbox import OutboxRelay, order_placed_message
 from lab_services.retry import RetryPolicy
 from lab_services.settings import Settings, load
 from lab_services.store import DeliveryCounts, IdempotencyConflict, OrderStore
+from lab_services.store_health import CommitWatch, sqlite_probe
 from lab_services.web import create_app, error, read_json, run_service
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,13 @@ class OrderService:
         self.config = self.settings.service
         sync = self.config.sqlite_synchronous
         self.store = OrderStore(self.config.store_path, synchronous=sync)
+        # Whether the store commits: a full disk answers 503 and makes /health say so.
+        self.commits = CommitWatch(sqlite_probe(self.store))
         self.bus = Bus(self.settings.bus, name="order",
                        counter=DeliveryCounts(self.config.store_path, synchronous=sync))
         self.bus.consume(topology.QUEUE_ORDER_STATUS, self.on_status,
                          retry=RetryPolicy(queue=topology.QUEUE_ORDER_STATUS),
-                         unit_of_work=self.store.transaction)
+                         unit_of_work=self.commits.watching(self.store.transaction))
         self.mode = self.settings.order.publish
         self.relay = OutboxRelay(self.store, self.bus, interval=self.settings.order.relay_interval,
                                  timeout=self.settings.order.confirm_timeout)
@@ -140,6 +143,7 @@ class OrderService:
         except BaseException:
             self.relay.release(order_id)
             raise
+        self.commits.succeeded()
         if self.bus.blocked.is_set() or not self.bus.connected:
             self.relay.release(order_id)
             self.relay.wake()
@@ -192,7 +196,7 @@ class OrderService:
 def create_order_app(service: OrderService):
     """The order service's HTTP API."""
     app = create_app("order-service", service.bus, service.health,
-                     max_body_bytes=service.config.max_body_bytes)
+                     max_body_bytes=service.config.max_body_bytes, store=service.commits)
 
     @app.post("/order")
     def place_order():

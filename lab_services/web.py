@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from lab_services import events, openapi
 from lab_services.bus import Bus
 from lab_services.settings import ServiceSettings, Settings, SettingsError, load
+from lab_services.store_health import RETRY_AFTER_S, STORE_ERRORS, CommitWatch
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # File descriptors kept free beside the HTTP connections: the store's, the broker's, logs.
@@ -58,8 +59,12 @@ def read_json(req: Request) -> Any:
 
 
 def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = None, *,
-               max_body_bytes: int = 64 * 1024) -> Flask:
-    """A Flask app with JSON errors, a request-size limit and `GET /health`."""
+               max_body_bytes: int = 64 * 1024, store: CommitWatch | None = None) -> Flask:
+    """A Flask app with JSON errors, a request-size limit and `GET /health`.
+
+    With `store`, a store that cannot commit makes `/health` answer 503, and a request it
+    refuses gets a 503 with Retry-After naming the cause instead of a 500.
+    """
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.json.sort_keys = False
@@ -74,6 +79,19 @@ def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = No
             return error(413, f"body: larger than {max_body_bytes} bytes", field="body")
         return error(exc.code or 500, exc.description or exc.name)
 
+    def _store_failed(exc: Exception):
+        # A full disk or an I/O error: nothing was stored, and a retry may succeed later.
+        if store is not None:
+            store.failed(exc)
+        logging.getLogger(name).warning("store refused a request: %s", exc)
+        response, status = error(503, f"not stored: the service's store cannot commit ({exc})",
+                                 cause="store", retry=True)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response, status
+
+    for store_error_type in STORE_ERRORS:
+        app.register_error_handler(store_error_type, _store_failed)
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         logging.getLogger(name).exception("unhandled error")
@@ -84,12 +102,17 @@ def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = No
 
     @app.get("/health")
     def health():
+        store_error = store.check() if store is not None else None
+        ok = bus.connected and store_error is None
         body = {"service": name, "pid": os.getpid(),
-                "status": "ok" if bus.connected else "degraded",
+                "status": "ok" if ok else "degraded",
                 "broker": "connected" if bus.connected else "disconnected",
                 "reconnects": bus.reconnects, "reconnect_attempts": bus.reconnect_attempts,
+                **({"store": "ok" if store_error is None else "failing"}
+                   if store is not None else {}),
+                **({"store_error": store_error} if store_error is not None else {}),
                 **(health_extra() if health_extra else {})}
-        return jsonify(body), 200 if bus.connected else 503
+        return jsonify(body), 200 if ok else 503
 
     return app
 
