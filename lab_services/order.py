@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from flask import jsonify, request
@@ -26,6 +28,7 @@ from flask import jsonify, request
 from lab_services import events, topology
 from lab_services.bus import BrokerUnavailable, Bus, Delivery, Outgoing
 from lab_services.headers import SHORT_STR_MAX
+from lab_services.order_group import GroupCommit
 from lab_services.order_requests import (
     check_idempotency_key,
     new_order_id,
@@ -54,6 +57,15 @@ class Placed:
         self.replayed = replayed
 
 
+@dataclass(frozen=True)
+class _Accept:
+    """One order to store with its event (and its Idempotency-Key with the request digest)."""
+
+    order: dict[str, Any]
+    event: str
+    key: tuple[str, str] | None
+
+
 class OrderService:
     """Accepts orders, stores and publishes them, and tracks their inventory outcome."""
 
@@ -72,6 +84,9 @@ class OrderService:
         self.mode = self.settings.order.publish
         self.relay = OutboxRelay(self.store, self.bus, interval=self.settings.order.relay_interval,
                                  timeout=self.settings.order.confirm_timeout)
+        # Concurrent POSTs share one transaction (one fsync) and publish together.
+        self.intake: GroupCommit[_Accept, tuple[int, Future | None]] = GroupCommit(
+            self._accept_group)
         self.refused = 0
         self.accepted_unconfirmed = 0
         # Keys being answered right now: a concurrent retry must not publish a second time.
@@ -138,21 +153,49 @@ class OrderService:
         order_id = order["order_id"]
         self.relay.claim(order_id)  # before the row is visible to the relay
         try:
-            seq = self.store.accept(order, event_json,
-                                    (key, digest) if key is not None else None)
+            seq, confirm = self.intake.submit(
+                _Accept(order, event_json, (key, digest) if key is not None else None))
         except BaseException:
             self.relay.release(order_id)
             raise
-        self.commits.succeeded()
-        if self.bus.blocked.is_set() or not self.bus.connected:
+        if confirm is None:  # the broker is away or blocking: the relay publishes it later
             self.relay.release(order_id)
             self.relay.wake()
             self.accepted_unconfirmed += 1
             return Placed(order, confirmed=False)
-        confirmed = self.relay.publish_now(seq, order_id, event_json)
+        confirmed = self.relay.await_confirm(seq, order_id, confirm)
         if not confirmed:
             self.accepted_unconfirmed += 1
         return Placed(order, confirmed=confirmed)
+
+    def _accept_group(self, group: list[_Accept]) -> list[tuple[int, Future | None]
+                                                          | BaseException]:
+        """Store a group of orders in one transaction, then hand their events to the broker.
+
+        Each order is a savepoint of its own, so an Idempotency-Key taken meanwhile fails
+        that order alone. Events confirmed earlier are marked sent in the same commit. A
+        201 still waits for its own event's confirm: the group shares the fsync and the
+        broker's confirms, never the promise.
+        """
+        marks = self.relay.take_confirmed()
+        stored: list[int | BaseException] = []
+        try:
+            with self.commits.watching(self.store.transaction)():
+                self.store.mark_sent([seq for seq, _ in marks])
+                for accept in group:
+                    try:
+                        stored.append(self.store.accept(accept.order, accept.event, accept.key))
+                    except sqlite3.IntegrityError as exc:
+                        stored.append(exc)
+        except BaseException:
+            self.relay.give_back(marks)
+            raise
+        self.relay.marked(marks)
+        live = self.bus.connected and not self.bus.blocked.is_set()
+        return [seq if isinstance(seq, BaseException) else
+                (seq, self.relay.publish_claimed(a.order["order_id"], a.order["event_id"],
+                                                 a.event) if live else None)
+                for a, seq in zip(group, stored, strict=True)]
 
     def _place_direct(self, order: dict[str, Any], event_json: str) -> Placed:
         if self.bus.blocked.is_set():
@@ -190,6 +233,7 @@ class OrderService:
         return {"orders": self.store.count(), "refused": self.refused,
                 "publish": self.mode, "outbox_unsent": self.store.outbox_backlog(),
                 "accepted_unconfirmed": self.accepted_unconfirmed,
+                "group_commits": self.intake.groups, "grouped_orders": self.intake.items,
                 "broker_blocked": self.bus.blocked.is_set()}
 
 

@@ -2,9 +2,10 @@
 
 The order service stores an order and its event in one transaction (`OrderStore.accept`);
 this relay publishes what the outbox holds and marks it sent once the broker confirms it.
-`POST /order` publishes its own event at once through `publish_now`; the relay's thread
-picks up whatever that did not get confirmed (a broker away, a confirm too late) and marks
-the HTTP path's confirmed events sent in batches.
+`POST /order` publishes its own event at once (`publish_claimed`, `await_confirm`); the
+relay's thread picks up whatever that did not get confirmed (a broker away, a confirm too
+late). Events confirmed on the HTTP path are marked sent with the next group of orders
+stored (one transaction for both), or by the relay's next pass if no order comes.
 """
 
 from __future__ import annotations
@@ -80,16 +81,19 @@ class OutboxRelay:
         with self._lock:
             self._in_flight.discard(order_id)
 
-    def publish_now(self, seq: int, order_id: str, event: str) -> bool:
-        """Publish one claimed outbox event and wait for its confirm; True if confirmed.
+    def publish_claimed(self, order_id: str, event_id: str, event: str) -> Future:
+        """Publish a claimed event at once; the future resolves on the broker's confirm."""
+        return self.bus.publish(order_placed_message(event, order_id, event_id))
 
-        The caller claimed `order_id` before the row became visible, so the relay never
-        publishes it at the same time; the claim is released here.
+    def await_confirm(self, seq: int, order_id: str, confirm: Future) -> bool:
+        """Wait for a claimed event's confirm; True if the broker confirmed it.
+
+        Confirmed, its claim stays held until it is marked sent (with the next group of
+        orders stored, or by the relay's next pass), so the relay never publishes it again.
+        Not confirmed in time, its claim is released and the relay retries it.
         """
         try:
-            event_id = json.loads(event)["event_id"]
-            self.bus.publish_confirmed(order_placed_message(event, order_id, event_id),
-                                       timeout=self.timeout)
+            self._wait(confirm)
         except BrokerUnavailable as exc:
             log.info("outbox: %s not confirmed yet (%s); the relay will retry", order_id, exc)
             self.release(order_id)
@@ -101,8 +105,21 @@ class OutboxRelay:
         with self._lock:
             self._confirmed.append((seq, order_id))
             self._confirmed_ids.add(order_id)
-        self.wake()
         return True
+
+    def _wait(self, confirm: Future) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                confirm.result(min(0.05, max(deadline - time.monotonic(), 0)))
+                return
+            except FutureTimeout:
+                pass
+            # A resource alarm holds the confirm back for as long as it lasts: say so now.
+            if self.bus.blocked.is_set():
+                raise BrokerUnavailable("the broker is blocking publishers (resource alarm)")
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(f"no publisher confirm within {self.timeout:.1f}s")
 
     def is_sent(self, order_id: str) -> bool:
         """True once the broker confirmed the order's event (marked in the store or not)."""
@@ -111,23 +128,37 @@ class OutboxRelay:
                 return True
         return self.store.is_sent(order_id)
 
-    def flush_marks(self) -> None:
-        """Mark the events confirmed on the HTTP path as sent, in one transaction."""
+    def take_confirmed(self) -> list[tuple[int, str]]:
+        """The (seq, order id) of events confirmed and not yet marked sent; mark them, then
+        call `marked` (or `give_back` if the marking did not commit)."""
         with self._lock:
             batch, self._confirmed = self._confirmed, []
-        if not batch:
-            return
-        try:
-            self.store.mark_sent([seq for seq, _ in batch])
-        except BaseException:
-            with self._lock:  # try again on the next pass; the claims stay held
-                self._confirmed[:0] = batch
-            raise
+        return batch
+
+    def marked(self, batch: list[tuple[int, str]]) -> None:
+        """These confirmed events are marked sent in the store: let their claims go."""
         self.published += len(batch)
         for _, order_id in batch:
             with self._lock:
                 self._confirmed_ids.discard(order_id)
             self.release(order_id)
+
+    def give_back(self, batch: list[tuple[int, str]]) -> None:
+        """Marking these failed: keep them (and their claims) for the next try."""
+        with self._lock:
+            self._confirmed[:0] = batch
+
+    def flush_marks(self) -> None:
+        """Mark the events confirmed on the HTTP path as sent, in one transaction."""
+        batch = self.take_confirmed()
+        if not batch:
+            return
+        try:
+            self.store.mark_sent([seq for seq, _ in batch])
+        except BaseException:
+            self.give_back(batch)  # try again on the next pass; the claims stay held
+            raise
+        self.marked(batch)
 
     def _run(self) -> None:
         while not self._stop.is_set():
