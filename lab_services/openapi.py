@@ -143,7 +143,7 @@ def _idempotency_key() -> dict[str, Any]:
 def _common_paths() -> dict[str, Any]:
     return {
         "/health": {"get": {
-            "operationId": "health", "summary": "Liveness and broker connection",
+            "operationId": "health", "summary": "Liveness, broker connection, store commits",
             "responses": {"200": _json(_ref("Health"), "connected to the broker"),
                           "503": _json(_ref("Health"),
                                        "degraded: not connected, or the store cannot "
