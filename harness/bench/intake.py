@@ -155,3 +155,10 @@ def run_wrk(url: str, script: Path, *, threads: int, connections: int, seconds: 
         log.warning("wrk %dc: %d of %d answers were not 2xx: %s", connections,
                     result.requests - result.ok, result.requests, result.statuses)
     return result
+
+
+def status_mix(run: dict[str, Any]) -> str:
+    """A wrk run's status-code mix, and its socket errors if any."""
+    mix = ", ".join(f"{k}: {v}" for k, v in run["statuses"].items())
+    errors = run["socket_errors"]
+    return mix + (f"; socket errors {errors}" if any(errors.values()) else "")

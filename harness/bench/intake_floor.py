@@ -6,8 +6,8 @@ request, written plainly: parse the JSON body, commit the order in SQLite (WAL, 
 stores do within a process), publish its OrderPlaced event with a publisher confirm on the
 thread's own blocking channel (mandatory, persistent), and answer 201. No validation
 beyond JSON, no idempotency keys, no outbox, no group commit: what is left is what every
-durable intake pays. `python -m harness bench` runs it as a process of its own, beside the
-lab, in the same run, and drives both with wrk.
+durable intake pays. `python -m harness bench` runs it as a process of its own beside the
+lab's order service, in the same run, and drives them with wrk in turn, shape by shape.
 
 Run by hand: `python -m harness.bench.intake_floor --amqp-url URL --port N --store PATH`.
 """
@@ -22,6 +22,8 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,17 +33,19 @@ import requests
 from flask import Flask, jsonify, request
 
 from harness import amqp
-from harness.bench.intake import SHAPES, run_wrk, write_script
+from harness.bench.intake import status_mix
 from harness.brokers import Broker
 from harness.brokers import management as admin
 from harness.lab import with_vhost
-from harness.load import LoadSpec, order_mix
 from harness.ports import free_ports
 from harness.waiting import wait_until
 from lab_services import topology as topo
 from lab_services.settings import load
 
 SYNCHRONOUS = ("FULL", "NORMAL")
+INTAKE_FLOOR_TARGET = 0.8  # the lab's intake (2xx/s) as a fraction of the floor's (issue 21)
+INTAKE_FLOOR_CONNECTIONS = ("1", "4")  # ... at these connection counts
+SCALING_TARGET = 3.0  # the lab's intake with 4 connections at least this times with 1
 
 
 def make_app(amqp_url: str, store: str, synchronous: str = "FULL") -> Flask:
@@ -101,16 +105,16 @@ def make_app(amqp_url: str, store: str, synchronous: str = "FULL") -> Flask:
     return app
 
 
-def floor_intake(broker: Broker, folder: Path, *, seconds: float = 5.0,
-                 shapes: tuple[tuple[int, int], ...] = SHAPES,
-                 synchronous: str = "FULL") -> dict[str, Any]:
-    """The floor as a process of its own in a vhost of its own, driven by wrk per shape."""
-    order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
-    script = write_script(folder, order)
-    threads = load("order", {}).service.http_threads  # the lab's default, for a fair floor
+def floor_threads() -> int:
+    """The floor's waitress threads: the lab's default HTTP_THREADS, for a fair floor."""
+    return load("order", {}).service.http_threads
+
+
+@contextmanager
+def running_floor(broker: Broker, folder: Path, synchronous: str = "FULL") -> Iterator[str]:
+    """The floor as a process of its own in a vhost of its own; yields its base URL."""
     vhost = f"bench-intake-{uuid.uuid4().hex[:8]}"
     admin.create_vhost(broker, vhost)
-    runs = []
     try:
         url = with_vhost(broker.amqp_url, vhost)
         with amqp.channel(url) as ch:
@@ -122,7 +126,7 @@ def floor_intake(broker: Broker, folder: Path, *, seconds: float = 5.0,
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "harness.bench.intake_floor", "--amqp-url", url,
                      "--port", str(port), "--store", str(Path(tmp) / "floor.sqlite"),
-                     "--threads", str(threads), "--synchronous", synchronous],
+                     "--threads", str(floor_threads()), "--synchronous", synchronous],
                     stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             try:
                 base = f"http://127.0.0.1:{port}"
@@ -131,16 +135,46 @@ def floor_intake(broker: Broker, folder: Path, *, seconds: float = 5.0,
                 if proc.poll() is not None:
                     raise RuntimeError(f"the intake floor exited {proc.returncode}; see "
                                        f"{log_path}")
-                for t, c in shapes:
-                    runs.append(run_wrk(base + "/order", script, threads=t, connections=c,
-                                        seconds=seconds).to_dict())
+                yield base
             finally:
                 proc.kill()
                 proc.wait(timeout=30)
     finally:
         admin.delete_vhost(broker, vhost)
-    return {"impl": "intake floor", "http_threads": threads, "sqlite_synchronous": synchronous,
-            "runs": runs}
+
+
+def intake_targets(it: dict[str, Any]) -> list[dict[str, Any]]:
+    """The intake targets against the floor: measured value, target, met or not."""
+    rows: list[dict[str, Any]] = []
+    if "lab_vs_floor_by_connections" not in it:
+        return rows
+    for conns, ratio in it["lab_vs_floor_by_connections"].items():
+        if conns in INTAKE_FLOOR_CONNECTIONS:
+            rows.append({"target": f"intake >= {INTAKE_FLOOR_TARGET} of the intake floor "
+                                   f"({conns} connection(s))", "value": ratio,
+                         "met": ratio is not None and ratio >= INTAKE_FLOOR_TARGET})
+    scaling = it["lab_4_vs_1"]
+    rows.append({"target": f"intake with 4 connections >= {SCALING_TARGET}x with 1",
+                 "value": scaling, "met": scaling is not None and scaling >= SCALING_TARGET})
+    return rows
+
+
+def describe_intake(it: dict[str, Any]) -> list[str]:
+    """The intake comparison as text lines, one per connection count."""
+    if "skipped" in it:
+        return [f"HTTP intake against the intake floor: skipped ({it['skipped']})"]
+    lines = [f"HTTP intake, each alone, in turn (wrk; floor: plain Flask on waitress, "
+             f"{it['floor']['http_threads']} threads, one fsync and one confirm per order):"]
+    for a, b in zip(it["lab"]["runs"], it["floor"]["runs"], strict=True):
+        conns = str(a["connections"])
+        lines.append(f"  {conns:>2} connection(s): lab {a['ok_2xx_s']} 2xx/s [{status_mix(a)}]"
+                     f", floor {b['ok_2xx_s']} 2xx/s [{status_mix(b)}] -> "
+                     f"{it['lab_vs_floor_by_connections'][conns]} of the floor; lab p99 "
+                     f"{a['latency_ms']['p99']} ms")
+    lines.append(f"  lab with 4 connections / with 1: {it['lab_4_vs_1']}x; group commit: "
+                 f"{it['lab'].get('grouped_orders')} orders in "
+                 f"{it['lab'].get('group_commits')} transactions")
+    return lines
 
 
 def _answers(url: str) -> bool:

@@ -24,8 +24,15 @@ from typing import Any
 
 from harness import amqp
 from harness.bench.floor import run_floor
-from harness.bench.intake import wrk_path
-from harness.bench.intake_floor import floor_intake
+from harness.bench.intake import SHAPES, run_wrk, status_mix, write_script, wrk_path
+from harness.bench.intake_floor import (
+    INTAKE_FLOOR_TARGET,
+    SCALING_TARGET,
+    describe_intake,
+    floor_threads,
+    intake_targets,
+    running_floor,
+)
 from harness.bench.versus import NAIVE_SPEC, intake, latency_at
 from harness.brokers import Broker
 from harness.brokers import management as admin
@@ -47,9 +54,6 @@ TARGET = 0.75  # the lab's drain as a fraction of the floor that issue 11 asks f
 INTAKE_TARGET = 5.0  # HTTP intake (2xx/s) at least this many times the naive design's
 P50_TARGET = 0.2  # end-to-end p50 at most this fraction of the naive design's
 P99_TARGET_MS = 25.0  # end-to-end p99 under this at 50 orders/s
-INTAKE_FLOOR_TARGET = 0.8  # the lab's intake (2xx/s) as a fraction of the intake floor's
-INTAKE_FLOOR_CONNECTIONS = ("1", "4")  # ... at these connection counts (issue 21)
-SCALING_TARGET = 3.0  # the lab's intake with 4 connections at least this times with 1
 
 
 def _publish_backlog(amqp_url: str, n: int) -> None:
@@ -187,15 +191,41 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def intake_vs_floor(broker: Broker, folder: Path, *, seconds: float, synchronous: str,
                     profile: bool) -> dict[str, Any]:
-    """The intake floor and the lab's order service, each alone, driven by wrk in turn."""
-    floor = floor_intake(broker, folder, seconds=seconds, synchronous=synchronous)
-    lab = intake(broker, None, folder, seconds=seconds, order_only=True,
-                 profile_to=folder / "order-profile-wrk.txt" if profile else None)
-    by_conns = {str(r["connections"]): r["ok_2xx_s"] for r in lab["runs"]}
-    return {"floor": floor, "lab": lab,
+    """The intake floor and the lab's order service, each alone, driven by wrk in turn.
+
+    Both run side by side for the whole measurement and take turns per shape (floor, then
+    lab), so that a machine whose load drifts treats both alike. Only the order service
+    runs: nothing drains order_placed on either side.
+    """
+    order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
+    script = write_script(folder, order)
+    cfg = LabConfig(initial_stock=PLENTY, log_level="WARNING",
+                    extra_env={"SQLITE_SYNCHRONOUS": synchronous})
+    floor_runs, lab_runs = [], []
+    with running_floor(broker, folder, synchronous) as floor_url, \
+            Lab(broker, cfg, services=("order",)) as lab:
+        for i, (threads, conns) in enumerate(SHAPES):
+            floor_runs.append(run_wrk(floor_url + "/order", script, threads=threads,
+                                      connections=conns, seconds=seconds).to_dict())
+            spy = None
+            if profile and i == len(SHAPES) - 1:
+                spy = _py_spy(lab.services["order"].proc.pid, folder / "order-profile-wrk.txt")
+            lab_runs.append(run_wrk(lab.url("order") + "/order", script, threads=threads,
+                                    connections=conns, seconds=seconds).to_dict())
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+        grouped = lab.get("order", "/health")
+    by_conns = {str(r["connections"]): r["ok_2xx_s"] for r in lab_runs}
+    return {"floor": {"impl": "intake floor", "http_threads": floor_threads(),
+                      "runs": floor_runs},
+            "lab": {"impl": "lab", "services": ["order"], "runs": lab_runs,
+                    "group_commits": grouped.get("group_commits"),
+                    "grouped_orders": grouped.get("grouped_orders")},
+            "sqlite_synchronous": synchronous,
             "lab_vs_floor_by_connections": {
                 str(a["connections"]): _ratio(a["ok_2xx_s"], b["ok_2xx_s"])
-                for a, b in zip(lab["runs"], floor["runs"], strict=True)},
+                for a, b in zip(lab_runs, floor_runs, strict=True)},
             "lab_4_vs_1": _ratio(by_conns.get("4"), by_conns.get("1")),
             "target_vs_floor": INTAKE_FLOOR_TARGET, "target_4_vs_1": SCALING_TARGET}
 
@@ -239,16 +269,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each of issue 11's speed targets: what was measured, the target, and whether it is met."""
     rows = [{"target": "drain >= 0.75 of the floor", "value": report["drain_vs_floor"],
              "met": (report["drain_vs_floor"] or 0) >= TARGET}]
-    it = report.get("intake") or {}
-    if "lab_vs_floor_by_connections" in it:
-        for conns, ratio in it["lab_vs_floor_by_connections"].items():
-            if conns in INTAKE_FLOOR_CONNECTIONS:
-                rows.append({"target": f"intake >= {INTAKE_FLOOR_TARGET} of the intake floor "
-                                       f"({conns} connection(s))", "value": ratio,
-                             "met": ratio is not None and ratio >= INTAKE_FLOOR_TARGET})
-        scaling = it["lab_4_vs_1"]
-        rows.append({"target": f"intake with 4 connections >= {SCALING_TARGET}x with 1",
-                     "value": scaling, "met": scaling is not None and scaling >= SCALING_TARGET})
+    rows += intake_targets(report.get("intake") or {})
     vs = report.get("versus") or {}
     for conns, ratio in (vs.get("intake") or {}).get("ratio_by_connections", {}).items():
         rows.append({"target": f"intake >= {INTAKE_TARGET}x naive ({conns} connection(s))",
@@ -275,7 +296,7 @@ def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch:
     Both sides commit SQLite with the same `synchronous` (the lab's default is FULL: one
     fsync per burst), so that the fraction compares designs, not durability settings.
     With `intake_seconds`, the lab's order service and the intake floor (harness.bench.
-    intake_floor) are driven by wrk in turn, each alone, at 1, 4 and 16 connections.
+    intake_floor) are driven by wrk in turn, shape by shape, at 1, 4 and 16 connections.
     With `naive` (an impl.toml; None to skip), the lab is also measured against it:
     wrk intake for `intake_seconds` per shape, latency at `e2e_rate` over `e2e_orders`,
     and both draining `naive_backlog` (0 skips any of the three).
@@ -321,28 +342,6 @@ def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch:
     return report
 
 
-def _mix(run: dict[str, Any]) -> str:
-    """A wrk run's status-code mix, and its socket errors if any."""
-    mix = ", ".join(f"{k}: {v}" for k, v in run["statuses"].items())
-    errors = run["socket_errors"]
-    return mix + (f"; socket errors {errors}" if any(errors.values()) else "")
-
-
-def _describe_intake(it: dict[str, Any]) -> list[str]:
-    if "skipped" in it:
-        return [f"HTTP intake against the intake floor: skipped ({it['skipped']})"]
-    lines = [f"HTTP intake, each alone (wrk; floor: plain Flask on waitress, "
-             f"{it['floor']['http_threads']} threads, one fsync and one confirm per order):"]
-    for a, b in zip(it["lab"]["runs"], it["floor"]["runs"], strict=True):
-        conns = str(a["connections"])
-        lines.append(f"  {conns:>2} connection(s): lab {a['ok_2xx_s']} 2xx/s [{_mix(a)}], "
-                     f"floor {b['ok_2xx_s']} 2xx/s [{_mix(b)}] -> "
-                     f"{it['lab_vs_floor_by_connections'][conns]} of the floor; lab p99 "
-                     f"{a['latency_ms']['p99']} ms")
-    lines.append(f"  lab with 4 connections / with 1: {it['lab_4_vs_1']}x")
-    return lines
-
-
 def _describe_versus(vs: dict[str, Any]) -> list[str]:
     if "skipped" in vs:
         return [f"versus another implementation: skipped ({vs['skipped']})"]
@@ -354,8 +353,8 @@ def _describe_versus(vs: dict[str, Any]) -> list[str]:
         for a, b in zip(it["lab"]["runs"], it["other"]["runs"], strict=True):
             lines.append(
                 f"  HTTP intake (wrk, {a['connections']} connection(s), {a['seconds']:.0f} s):"
-                f" lab {a['ok_2xx_s']} 2xx/s [{_mix(a)}], {it['other']['impl']} "
-                f"{b['ok_2xx_s']} 2xx/s [{_mix(b)}] -> "
+                f" lab {a['ok_2xx_s']} 2xx/s [{status_mix(a)}], {it['other']['impl']} "
+                f"{b['ok_2xx_s']} 2xx/s [{status_mix(b)}] -> "
                 f"{it['ratio_by_connections'][str(a['connections'])]}x")
     lat = vs.get("latency")
     if lat:
@@ -397,7 +396,7 @@ def describe(report: dict[str, Any]) -> str:
                   f"HTTP accept rate (8 clients, flat out): "
                   f"{report['http_accept_rate_orders_s']} orders/s"]
     if "intake" in report:
-        lines += _describe_intake(report["intake"])
+        lines += describe_intake(report["intake"])
     if "versus" in report:
         lines += _describe_versus(report["versus"])
     lines.append("targets:")

@@ -17,7 +17,7 @@ from typing import Any
 from harness import amqp
 from harness.bench.intake import SHAPES, run_wrk, write_script
 from harness.brokers import Broker
-from harness.lab import SERVICES, Lab, LabConfig
+from harness.lab import Lab, LabConfig
 from harness.lab.impl import Impl
 from harness.load import LoadSpec, order_mix, place_orders
 from harness.observe import latency_frame, percentiles
@@ -56,21 +56,18 @@ def _py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | No
 
 def intake(broker: Broker, impl: Impl | str | Path | None, folder: Path, *,
            seconds: float = 5.0, shapes: tuple[tuple[int, int], ...] = SHAPES,
-           profile_to: Path | None = None, order_only: bool = False) -> dict[str, Any]:
+           profile_to: Path | None = None) -> dict[str, Any]:
     """POST /order flat out with wrk, for each (threads, connections); requests/s and statuses.
 
     With `profile_to`, py-spy samples the order service during the last (busiest) shape.
-    With `order_only`, only the order service runs (as the intake floor does: nothing
-    drains order_placed meanwhile, so both sides have the same machine to themselves).
     """
     order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
     script = write_script(folder, order)
     runs = []
-    services = ("order",) if order_only else SERVICES
-    with Lab(broker, _config(), impl=impl, services=services) as lab:
+    with Lab(broker, _config(), impl=impl) as lab:
         url = lab.url("order") + "/order"
         for i, (threads, conns) in enumerate(shapes):
-            if i and not order_only:
+            if i:
                 _settle(lab, 60 + 2 * seconds)
             spy = None
             if profile_to is not None and i == len(shapes) - 1:
@@ -81,7 +78,7 @@ def intake(broker: Broker, impl: Impl | str | Path | None, folder: Path, *,
                 spy.send_signal(signal.SIGINT)
                 spy.wait(timeout=60)
         name = lab.impl.name
-    return {"impl": name, "services": list(services), "script": script.name, "runs": runs,
+    return {"impl": name, "script": script.name, "runs": runs,
             **({"profile": str(profile_to)} if profile_to is not None else {})}
 
 
