@@ -25,6 +25,7 @@ from lab_services.crashpoints import crash_if
 from lab_services.retry import RetryPolicy
 from lab_services.settings import Settings, load
 from lab_services.store import InventoryStore, Outcome, catalogue, open_inventory_store
+from lab_services.store_health import CommitWatch, sqlite_probe
 from lab_services.web import create_app, run_service
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class InventoryService:
         # by every inventory that takes from the queue).
         self.bus = Bus(self.settings.bus, name="inventory", counter=self.store)
         self._in_this_batch: list[str] = []
+        # Whether the SQLite store commits, for /health (a full disk: not ok until it does).
+        self.commits = CommitWatch(None if self.settings.service.store_url
+                                   else sqlite_probe(self.store))
         self.bus.consume(topology.QUEUE_ORDER_PLACED, self.handle, before_ack=self._before_ack,
                          retry=RetryPolicy(queue=topology.QUEUE_ORDER_PLACED),
                          unit_of_work=self.unit_of_work, prepare=self.prepare)
@@ -70,7 +74,7 @@ class InventoryService:
     def unit_of_work(self) -> Iterator[None]:
         """One store transaction around a burst of orders; outcomes publish after it."""
         self._in_this_batch = []
-        with self.store.transaction():
+        with self.commits.watching(self.store.transaction)():
             yield
         for order_id in self._in_this_batch:
             crash_if("after_commit", order_id)
@@ -142,6 +146,7 @@ class InventoryService:
 def create_inventory_app(service: InventoryService):
     """The inventory's HTTP API."""
     app = create_app("inventory-service", service.bus, service.health,
+                     store=service.commits,
                      max_body_bytes=service.settings.service.max_body_bytes)
 
     @app.get("/inventory")

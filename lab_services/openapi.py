@@ -44,6 +44,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "error": {"type": "string", "description": "'<field>: <what is wrong>'"},
             "field": {"type": "string", "description": "the offending field, if one"},
             "retry": {"type": "boolean", "description": "true: try again later, same key"},
+            "cause": {"type": "string", "enum": ["store"],
+                      "description": "store: the service's store cannot commit now "
+                                     "(a 503 with Retry-After)"},
         },
     },
     "Item": {
@@ -86,6 +89,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "status": {"type": "string", "enum": ["ok", "degraded"]},
             "broker": {"type": "string", "enum": ["connected", "disconnected"]},
             "reconnects": {"type": "integer"},
+            "store": {"type": "string", "enum": ["ok", "failing"],
+                      "description": "whether the service's store commits (not ok: 503)"},
+            "store_error": {"type": "string", "description": "why the last commit failed"},
         },
     },
     "StockItem": {
@@ -124,7 +130,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 def _idempotency_key() -> dict[str, Any]:
     # Imported here: the order service imports this module to serve its document.
-    from lab_services.order import MAX_IDEMPOTENCY_KEY
+    from lab_services.order_requests import MAX_IDEMPOTENCY_KEY
     return {
         "name": "Idempotency-Key", "in": "header", "required": False,
         "description": "Same key and body: the same order again, never a second event. "
@@ -137,9 +143,11 @@ def _idempotency_key() -> dict[str, Any]:
 def _common_paths() -> dict[str, Any]:
     return {
         "/health": {"get": {
-            "operationId": "health", "summary": "Liveness and broker connection",
+            "operationId": "health", "summary": "Liveness, broker connection, store commits",
             "responses": {"200": _json(_ref("Health"), "connected to the broker"),
-                          "503": _json(_ref("Health"), "degraded: not connected")}}},
+                          "503": _json(_ref("Health"),
+                                       "degraded: not connected, or the store cannot "
+                                       "commit")}}},
         "/openapi.json": {"get": {
             "operationId": "openapi", "summary": "This document",
             "responses": {"200": _json({"type": "object"}, "the OpenAPI document")}}},
@@ -163,7 +171,8 @@ def _order_paths() -> dict[str, Any]:
                               "(retry: true)"),
                 "415": _error("not application/json"),
                 "422": _error("Idempotency-Key reused with a different body"),
-                "503": _error("not accepted: the broker cannot take it now (retry: true)"),
+                "503": _error("not accepted: the broker or the store cannot take it now "
+                              "(retry: true; a store failure also sends Retry-After)"),
             }}},
         "/order/{order_id}": {"get": {
             "operationId": "getOrder", "summary": "One order and its status",

@@ -16,73 +16,33 @@ never a second event; the same key with another body gets 422.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import secrets
 import sqlite3
 import threading
-import time
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
-import pika
 from flask import jsonify, request
 
 from lab_services import events, topology
-from lab_services.bus import PERSISTENT, BrokerUnavailable, Bus, Delivery, Outgoing
+from lab_services.bus import BrokerUnavailable, Bus, Delivery, Outgoing
 from lab_services.headers import SHORT_STR_MAX
+from lab_services.order_group import GroupCommit
+from lab_services.order_requests import (
+    check_idempotency_key,
+    new_order_id,
+    parse_order_request,
+    request_hash,
+)
+from lab_services.outbox import OutboxRelay, order_placed_message
 from lab_services.retry import RetryPolicy
 from lab_services.settings import Settings, load
 from lab_services.store import DeliveryCounts, IdempotencyConflict, OrderStore
+from lab_services.store_health import CommitWatch, sqlite_probe
 from lab_services.web import create_app, error, read_json, run_service
 
 log = logging.getLogger(__name__)
-
-MAX_IDEMPOTENCY_KEY = 128
-
-
-def new_order_id() -> str:
-    """An order id in the original lab's shape: ORD-YYYYMMDD-xxxxxxxx."""
-    return f"ORD-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
-
-
-def order_placed_message(event_json: str | bytes, order_id: str, event_id: str) -> Outgoing:
-    """The AMQP message that carries an OrderPlaced event."""
-    body = event_json.encode() if isinstance(event_json, str) else event_json
-    props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
-                                 message_id=event_id, correlation_id=order_id,
-                                 type=events.ORDER_PLACED, app_id="order-service")
-    return Outgoing(topology.ORDER_EVENTS, topology.KEY_ORDER_PLACED, body, props)
-
-
-def parse_order_request(body: object) -> tuple[str, tuple[events.Item, ...]]:
-    """Validate a POST /order body; raise InvalidEvent naming the bad field."""
-    if not isinstance(body, dict):
-        raise events.InvalidEvent("body: must be a JSON object")
-    user_id = events.check_id(body.get("user_id"), "user_id")
-    if "items" not in body:
-        raise events.InvalidEvent("items: missing")
-    return user_id, events.validate_items(body["items"])
-
-
-def check_idempotency_key(raw: str | None) -> str | None:
-    """The Idempotency-Key header if valid (1-128 printable ASCII), None if absent."""
-    if raw is None:
-        return None
-    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY or not raw.isascii() or not raw.isprintable():
-        raise events.InvalidEvent(
-            f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
-    return raw
-
-
-def request_hash(user_id: str, items: tuple[events.Item, ...]) -> str:
-    """A digest of what an order asks for, to tell a retry from a different request."""
-    canonical = json.dumps([user_id, [i.to_dict() for i in items]], separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
 
 class KeyInProgress(RuntimeError):
     """Another request with the same Idempotency-Key is still being answered."""
@@ -97,144 +57,13 @@ class Placed:
         self.replayed = replayed
 
 
-class OutboxRelay:
-    """Publishes the outbox's unsent events with confirms, and marks them sent."""
+@dataclass(frozen=True)
+class _Accept:
+    """One order to store with its event (and its Idempotency-Key with the request digest)."""
 
-    def __init__(self, store: OrderStore, bus: Bus, *, interval: float, timeout: float) -> None:
-        self.store = store
-        self.bus = bus
-        self.interval = interval
-        self.timeout = timeout
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._in_flight: set[str] = set()
-        # Confirmed by the broker, not yet marked sent: marked in batches by the relay's
-        # thread (one transaction for many orders instead of one each on the HTTP path).
-        # Their claims stay held until then, so the relay never publishes them again.
-        self._confirmed: list[tuple[int, str]] = []
-        self._confirmed_ids: set[str] = set()
-        self.published = 0
-        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
-
-    def start(self) -> None:
-        """Start relaying in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop relaying (unsent events stay in the outbox for the next start)."""
-        self._stop.set()
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Make the relay look at the outbox now instead of at its next interval."""
-        self._wake.set()
-
-    def claim(self, order_id: str) -> bool:
-        """Take an order's event for publishing; False if someone else is publishing it."""
-        with self._lock:
-            if order_id in self._in_flight:
-                return False
-            self._in_flight.add(order_id)
-            return True
-
-    def release(self, order_id: str) -> None:
-        """Give an order's event back (after marking it sent, or failing to)."""
-        with self._lock:
-            self._in_flight.discard(order_id)
-
-    def publish_now(self, seq: int, order_id: str, event: str) -> bool:
-        """Publish one claimed outbox event and wait for its confirm; True if confirmed.
-
-        The caller claimed `order_id` before the row became visible, so the relay never
-        publishes it at the same time; the claim is released here.
-        """
-        try:
-            event_id = json.loads(event)["event_id"]
-            self.bus.publish_confirmed(order_placed_message(event, order_id, event_id),
-                                       timeout=self.timeout)
-        except BrokerUnavailable as exc:
-            log.info("outbox: %s not confirmed yet (%s); the relay will retry", order_id, exc)
-            self.release(order_id)
-            self.wake()
-            return False
-        except BaseException:
-            self.release(order_id)
-            raise
-        with self._lock:
-            self._confirmed.append((seq, order_id))
-            self._confirmed_ids.add(order_id)
-        self.wake()
-        return True
-
-    def is_sent(self, order_id: str) -> bool:
-        """True once the broker confirmed the order's event (marked in the store or not)."""
-        with self._lock:
-            if order_id in self._confirmed_ids:
-                return True
-        return self.store.is_sent(order_id)
-
-    def flush_marks(self) -> None:
-        """Mark the events confirmed on the HTTP path as sent, in one transaction."""
-        with self._lock:
-            batch, self._confirmed = self._confirmed, []
-        if not batch:
-            return
-        try:
-            self.store.mark_sent([seq for seq, _ in batch])
-        except BaseException:
-            with self._lock:  # try again on the next pass; the claims stay held
-                self._confirmed[:0] = batch
-            raise
-        self.published += len(batch)
-        for _, order_id in batch:
-            with self._lock:
-                self._confirmed_ids.discard(order_id)
-            self.release(order_id)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            try:
-                self.flush_marks()
-            except Exception:
-                log.exception("outbox: marking sent events failed; trying again")
-            if self._stop.is_set():
-                break
-            if not self.bus.connected or self.bus.blocked.is_set():
-                continue
-            try:
-                self._relay_once()
-            except Exception:
-                log.exception("outbox: relay pass failed; trying again")
-
-    def _relay_once(self) -> None:
-        sent: list[int] = []
-        waiting: list[tuple[int, Future]] = []
-        claimed: list[str] = []
-        for seq, order_id, event in self.store.unsent():
-            if not self.claim(order_id):
-                continue
-            claimed.append(order_id)
-            if self.store.is_sent(order_id):  # sent since the list was read
-                continue
-            event_id = json.loads(event)["event_id"]
-            waiting.append((seq, self.bus.publish(order_placed_message(event, order_id,
-                                                                       event_id))))
-        deadline = time.monotonic() + self.timeout  # one wait for the whole batch
-        try:
-            for seq, fut in waiting:
-                try:
-                    fut.result(max(deadline - time.monotonic(), 0))
-                    sent.append(seq)
-                except (BrokerUnavailable, FutureTimeout):
-                    pass
-        finally:
-            self.store.mark_sent(sent)
-            self.published += len(sent)
-            for order_id in claimed:
-                self.release(order_id)
+    order: dict[str, Any]
+    event: str
+    key: tuple[str, str] | None
 
 
 class OrderService:
@@ -245,14 +74,19 @@ class OrderService:
         self.config = self.settings.service
         sync = self.config.sqlite_synchronous
         self.store = OrderStore(self.config.store_path, synchronous=sync)
+        # Whether the store commits: a full disk answers 503 and makes /health say so.
+        self.commits = CommitWatch(sqlite_probe(self.store))
         self.bus = Bus(self.settings.bus, name="order",
                        counter=DeliveryCounts(self.config.store_path, synchronous=sync))
         self.bus.consume(topology.QUEUE_ORDER_STATUS, self.on_status,
                          retry=RetryPolicy(queue=topology.QUEUE_ORDER_STATUS),
-                         unit_of_work=self.store.transaction)
+                         unit_of_work=self.commits.watching(self.store.transaction))
         self.mode = self.settings.order.publish
         self.relay = OutboxRelay(self.store, self.bus, interval=self.settings.order.relay_interval,
                                  timeout=self.settings.order.confirm_timeout)
+        # Concurrent POSTs share one transaction (one fsync) and publish together.
+        self.intake: GroupCommit[_Accept, tuple[int, Future | None]] = GroupCommit(
+            self._accept_group)
         self.refused = 0
         self.accepted_unconfirmed = 0
         # Keys being answered right now: a concurrent retry must not publish a second time.
@@ -319,20 +153,49 @@ class OrderService:
         order_id = order["order_id"]
         self.relay.claim(order_id)  # before the row is visible to the relay
         try:
-            seq = self.store.accept(order, event_json,
-                                    (key, digest) if key is not None else None)
+            seq, confirm = self.intake.submit(
+                _Accept(order, event_json, (key, digest) if key is not None else None))
         except BaseException:
             self.relay.release(order_id)
             raise
-        if self.bus.blocked.is_set() or not self.bus.connected:
+        if confirm is None:  # the broker is away or blocking: the relay publishes it later
             self.relay.release(order_id)
             self.relay.wake()
             self.accepted_unconfirmed += 1
             return Placed(order, confirmed=False)
-        confirmed = self.relay.publish_now(seq, order_id, event_json)
+        confirmed = self.relay.await_confirm(seq, order_id, confirm)
         if not confirmed:
             self.accepted_unconfirmed += 1
         return Placed(order, confirmed=confirmed)
+
+    def _accept_group(self, group: list[_Accept]) -> list[tuple[int, Future | None]
+                                                          | BaseException]:
+        """Store a group of orders in one transaction, then hand their events to the broker.
+
+        Each order is a savepoint of its own, so an Idempotency-Key taken meanwhile fails
+        that order alone. Events confirmed earlier are marked sent in the same commit. A
+        201 still waits for its own event's confirm: the group shares the fsync and the
+        broker's confirms, never the promise.
+        """
+        marks = self.relay.take_confirmed()
+        stored: list[int | BaseException] = []
+        try:
+            with self.commits.watching(self.store.transaction)():
+                self.store.mark_sent([seq for seq, _ in marks])
+                for accept in group:
+                    try:
+                        stored.append(self.store.accept(accept.order, accept.event, accept.key))
+                    except sqlite3.IntegrityError as exc:
+                        stored.append(exc)
+        except BaseException:
+            self.relay.give_back(marks)
+            raise
+        self.relay.marked(marks)
+        live = self.bus.connected and not self.bus.blocked.is_set()
+        return [seq if isinstance(seq, BaseException) else
+                (seq, self.relay.publish_claimed(a.order["order_id"], a.order["event_id"],
+                                                 a.event) if live else None)
+                for a, seq in zip(group, stored, strict=True)]
 
     def _place_direct(self, order: dict[str, Any], event_json: str) -> Placed:
         if self.bus.blocked.is_set():
@@ -370,13 +233,14 @@ class OrderService:
         return {"orders": self.store.count(), "refused": self.refused,
                 "publish": self.mode, "outbox_unsent": self.store.outbox_backlog(),
                 "accepted_unconfirmed": self.accepted_unconfirmed,
+                "group_commits": self.intake.groups, "grouped_orders": self.intake.items,
                 "broker_blocked": self.bus.blocked.is_set()}
 
 
 def create_order_app(service: OrderService):
     """The order service's HTTP API."""
     app = create_app("order-service", service.bus, service.health,
-                     max_body_bytes=service.config.max_body_bytes)
+                     max_body_bytes=service.config.max_body_bytes, store=service.commits)
 
     @app.post("/order")
     def place_order():

@@ -108,6 +108,12 @@ class ServiceSettings:
     store_path: str
     host: str = "127.0.0.1"
     http_threads: int = 8
+    # Open HTTP connections the service holds at once; idle ones cost a socket, not a
+    # thread (waitress reads requests on its event loop). waitress's default, 100, let 100
+    # idle clients lock everyone else out for two minutes.
+    http_connection_limit: int = 1000
+    # Seconds an idle connection (no bytes either way, no request running) stays open.
+    http_idle_timeout: int = 30
     max_body_bytes: int = 64 * 1024
     sqlite_synchronous: str = "FULL"
     # STORE_URL=postgresql://...: the inventory's stock in PostgreSQL (several hosts).
@@ -227,6 +233,8 @@ def load(service: str, environ: Mapping[str, str] | None = None) -> Settings:
             store_path=env.text("STORE_PATH", f"{data_dir}/{service}.sqlite"),
             host=env.text("HOST", "127.0.0.1", max_len=255),
             http_threads=env.integer("HTTP_THREADS", 8, 1, 256),
+            http_connection_limit=env.integer("HTTP_CONNECTION_LIMIT", 1000, 10, 50_000),
+            http_idle_timeout=env.integer("HTTP_IDLE_TIMEOUT", 30, 1, 3600),
             max_body_bytes=env.integer("MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
             sqlite_synchronous=env.choice("SQLITE_SYNCHRONOUS", "FULL", SQLITE_SYNCHRONOUS,
                                           upper=True),

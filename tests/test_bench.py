@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 def test_bench_measures_floor_and_lab_drain_in_the_same_run(broker, tmp_path):
     report = run_bench(broker, backlog=300, runs=1, latency_orders=0, naive=None,
-                       out=tmp_path)
+                       intake_seconds=0, out=tmp_path)
     floor, drain = report["floor"], report["drain"]
     assert floor["drain_rate_msg_s"] > 0 and floor["each"][0]["backlog"] == 300
     assert drain["drain_rate_msg_s"] > 0 and drain["backlog"] == 300
@@ -38,12 +38,24 @@ def test_bench_compares_the_lab_with_the_naive_design(broker, tmp_path):
         pytest.skip("wrk is not installed (apt-get install -y wrk)")
     report = run_bench(broker, backlog=100, runs=1, latency_orders=0, intake_seconds=1,
                        e2e_orders=20, naive_backlog=20, out=tmp_path)
+    shapes = [(1, 1), (2, 4), (2, 16)]
+    floor = report["intake"]
+    assert floor["floor"]["impl"] == "intake floor" and floor["lab"]["services"] == ["order"]
+    for side in ("floor", "lab"):
+        runs = floor[side]["runs"]
+        assert [(r["threads"], r["connections"]) for r in runs] == shapes
+        assert all(r["requests"] > 0 and sum(r["statuses"].values()) == r["requests"]
+                   for r in runs)
+    # The floor does the durable minimum: every answer a 201.
+    assert all(set(r["statuses"]) == {"201"} for r in floor["floor"]["runs"])
+    assert set(floor["lab_vs_floor_by_connections"]) == {"1", "4", "16"}
+    assert floor["lab_4_vs_1"] > 0
     vs = report["versus"]
     assert vs["impl"].endswith("impl.toml")
     intake = vs["intake"]
     for side in ("lab", "other"):
         runs = intake[side]["runs"]
-        assert [(r["threads"], r["connections"]) for r in runs] == [(1, 1), (2, 4)]
+        assert [(r["threads"], r["connections"]) for r in runs] == shapes
         for r in runs:
             assert r["requests"] > 0 and r["requests_s"] > 0 and r["seconds"] > 0
             # Every answer is counted by status, so nothing non-2xx can hide.
@@ -63,6 +75,9 @@ def test_bench_compares_the_lab_with_the_naive_design(broker, tmp_path):
     assert drain["lab"]["drain_rate_msg_s"] > 0 and drain["other"]["drain_rate_msg_s"] > 0
     assert drain["ratio"] > 0
     names = [t["target"] for t in report["targets"]]
-    assert len(names) == 5 and all(isinstance(t["met"], bool) for t in report["targets"])
+    assert len(names) == 9 and all(isinstance(t["met"], bool) for t in report["targets"])
+    assert sum("intake floor" in n for n in names) == 2
+    assert any("4 connections >= 3.0x with 1" in n for n in names)
     text = describe(report)
     assert "HTTP intake (wrk, 4 connection(s)" in text and "p99" in text and "targets:" in text
+    assert "of the floor; lab p99" in text

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lab_services import events
-from lab_services.order import new_order_id, parse_order_request
+from lab_services.order_requests import new_order_id, parse_order_request
 
 GOOD = {"event_id": "e1", "event_type": "OrderPlaced", "timestamp": "2024-02-18T10:00:00Z",
         "order_id": "ORD-1", "user_id": "u1",

@@ -11,7 +11,8 @@ from openapi_spec_validator import validate
 from lab_services import events, openapi
 from lab_services.inventory import InventoryService, create_inventory_app
 from lab_services.notification import NotificationService, create_notification_app
-from lab_services.order import MAX_IDEMPOTENCY_KEY, OrderService, create_order_app
+from lab_services.order import OrderService, create_order_app
+from lab_services.order_requests import MAX_IDEMPOTENCY_KEY
 from lab_services.settings import load
 
 MAKERS = {"order": (OrderService, create_order_app),

@@ -23,7 +23,15 @@ from typing import Any
 
 from harness import amqp
 from harness.bench.floor import run_floor
-from harness.bench.intake import wrk_path
+from harness.bench.intake import SHAPES, run_wrk, status_mix, write_script, wrk_path
+from harness.bench.intake_floor import (
+    INTAKE_FLOOR_TARGET,
+    SCALING_TARGET,
+    describe_intake,
+    floor_threads,
+    intake_targets,
+    running_floor,
+)
 from harness.bench.versus import NAIVE_SPEC, intake, latency_at
 from harness.brokers import Broker
 from harness.brokers import management as admin
@@ -36,7 +44,7 @@ from harness.reporting.results import run_folder
 from harness.waiting import Periodic, wait_until
 from lab_services import events
 from lab_services import topology as topo
-from lab_services.order import order_placed_message
+from lab_services.outbox import order_placed_message
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +184,47 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def intake_vs_floor(broker: Broker, folder: Path, *, seconds: float, synchronous: str,
+                    profile: bool) -> dict[str, Any]:
+    """The intake floor and the lab's order service, each alone, driven by wrk in turn.
+
+    Both run side by side for the whole measurement and take turns per shape (floor, then
+    lab), so that a machine whose load drifts treats both alike. Only the order service
+    runs: nothing drains order_placed on either side.
+    """
+    order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
+    script = write_script(folder, order)
+    cfg = LabConfig(initial_stock=PLENTY, log_level="WARNING",
+                    extra_env={"SQLITE_SYNCHRONOUS": synchronous})
+    floor_runs, lab_runs = [], []
+    with running_floor(broker, folder, synchronous) as floor_url, \
+            Lab(broker, cfg, services=("order",)) as lab:
+        for i, (threads, conns) in enumerate(SHAPES):
+            floor_runs.append(run_wrk(floor_url + "/order", script, threads=threads,
+                                      connections=conns, seconds=seconds).to_dict())
+            spy = None
+            if profile and i == len(SHAPES) - 1:
+                spy = _py_spy(lab.services["order"].proc.pid, folder / "order-profile-wrk.txt")
+            lab_runs.append(run_wrk(lab.url("order") + "/order", script, threads=threads,
+                                    connections=conns, seconds=seconds).to_dict())
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+        grouped = lab.get("order", "/health")
+    by_conns = {str(r["connections"]): r["ok_2xx_s"] for r in lab_runs}
+    return {"floor": {"impl": "intake floor", "http_threads": floor_threads(),
+                      "runs": floor_runs},
+            "lab": {"impl": "lab", "services": ["order"], "runs": lab_runs,
+                    "group_commits": grouped.get("group_commits"),
+                    "grouped_orders": grouped.get("grouped_orders")},
+            "sqlite_synchronous": synchronous,
+            "lab_vs_floor_by_connections": {
+                str(a["connections"]): _ratio(a["ok_2xx_s"], b["ok_2xx_s"])
+                for a, b in zip(lab_runs, floor_runs, strict=True)},
+            "lab_4_vs_1": _ratio(by_conns.get("4"), by_conns.get("1")),
+            "target_vs_floor": INTAKE_FLOOR_TARGET, "target_4_vs_1": SCALING_TARGET}
+
+
 def versus(broker: Broker, other: Impl | str | Path, folder: Path, *, intake_seconds: float,
            e2e_orders: int, e2e_rate: float, backlog: int, profile: bool) -> dict[str, Any]:
     """The lab and `other` side by side: wrk intake, latency at `e2e_rate`, drain of `backlog`.
@@ -188,8 +237,7 @@ def versus(broker: Broker, other: Impl | str | Path, folder: Path, *, intake_sec
         if wrk_path() is None:
             result["intake"] = {"skipped": "wrk is not installed (apt-get install -y wrk)"}
         else:
-            lab = intake(broker, None, folder, seconds=intake_seconds,
-                         profile_to=folder / "order-profile-wrk.txt" if profile else None)
+            lab = intake(broker, None, folder, seconds=intake_seconds)
             them = intake(broker, other, folder, seconds=intake_seconds)
             result["intake"] = {
                 "lab": lab, "other": them,
@@ -218,6 +266,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                        f"(SQLITE_SYNCHRONOUS={report['sqlite_synchronous']})",
              "value": report["drain_vs_floor"],
              "met": (report["drain_vs_floor"] or 0) >= TARGET}]
+    rows += intake_targets(report.get("intake") or {})
     vs = report.get("versus") or {}
     for conns, ratio in (vs.get("intake") or {}).get("ratio_by_connections", {}).items():
         rows.append({"target": f"intake >= {INTAKE_TARGET}x naive ({conns} connection(s))",
@@ -243,6 +292,8 @@ def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch:
 
     Both sides commit SQLite with the same `synchronous` (the lab's default is FULL: one
     fsync per burst), so that the fraction compares designs, not durability settings.
+    With `intake_seconds`, the lab's order service and the intake floor (harness.bench.
+    intake_floor) are driven by wrk in turn, shape by shape, at 1, 4 and 16 connections.
     With `naive` (an impl.toml; None to skip), the lab is also measured against it:
     wrk intake for `intake_seconds` per shape, latency at `e2e_rate` over `e2e_orders`,
     and both draining `naive_backlog` (0 skips any of the three).
@@ -271,6 +322,11 @@ def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch:
         "rss_mb_peak_while_draining": rss,
         **(steady_latency(broker, orders=latency_orders) if latency_orders else {}),
     }
+    if intake_seconds > 0:
+        report["intake"] = (
+            intake_vs_floor(broker, folder, seconds=intake_seconds, synchronous=synchronous,
+                            profile=profile) if wrk_path() is not None
+            else {"skipped": "wrk is not installed (apt-get install -y wrk)"})
     if naive is not None and not Path(naive).exists():
         report["versus"] = {"skipped": f"no implementation spec at {naive}"}
     elif naive is not None:
@@ -281,13 +337,6 @@ def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch:
     (folder / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     report["run_dir"] = str(folder)
     return report
-
-
-def _mix(run: dict[str, Any]) -> str:
-    """A wrk run's status-code mix, and its socket errors if any."""
-    mix = ", ".join(f"{k}: {v}" for k, v in run["statuses"].items())
-    errors = run["socket_errors"]
-    return mix + (f"; socket errors {errors}" if any(errors.values()) else "")
 
 
 def _describe_versus(vs: dict[str, Any]) -> list[str]:
@@ -301,8 +350,8 @@ def _describe_versus(vs: dict[str, Any]) -> list[str]:
         for a, b in zip(it["lab"]["runs"], it["other"]["runs"], strict=True):
             lines.append(
                 f"  HTTP intake (wrk, {a['connections']} connection(s), {a['seconds']:.0f} s):"
-                f" lab {a['ok_2xx_s']} 2xx/s [{_mix(a)}], {it['other']['impl']} "
-                f"{b['ok_2xx_s']} 2xx/s [{_mix(b)}] -> "
+                f" lab {a['ok_2xx_s']} 2xx/s [{status_mix(a)}], {it['other']['impl']} "
+                f"{b['ok_2xx_s']} 2xx/s [{status_mix(b)}] -> "
                 f"{it['ratio_by_connections'][str(a['connections'])]}x")
     lat = vs.get("latency")
     if lat:
@@ -343,6 +392,8 @@ def describe(report: dict[str, Any]) -> str:
                   f"p50 {lat['p50']} ms, p99 {lat['p99']} ms",
                   f"HTTP accept rate (8 clients, flat out): "
                   f"{report['http_accept_rate_orders_s']} orders/s"]
+    if "intake" in report:
+        lines += describe_intake(report["intake"])
     if "versus" in report:
         lines += _describe_versus(report["versus"])
     lines.append("targets:")
