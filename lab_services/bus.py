@@ -13,6 +13,7 @@ thread with `add_callback_threadsafe`: pika connections are not thread-safe.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -36,7 +37,7 @@ from lab_services.messages import (
     Outgoing,
     dead_letter,
 )
-from lab_services.retry import NO_RETRY, RetryPolicy
+from lab_services.retry import NO_RETRY, RetryPolicy, backoff_s
 from lab_services.session import (
     BrokerUnavailable,
     DeliveryCounter,
@@ -115,6 +116,10 @@ class Bus:
         self.reconnect_attempts = 0
         self.connected_once = threading.Event()
         self.totals: dict[str, int] = {}
+        # Why the bus is not connected, when it knows (a refused declaration, a refused
+        # connection); None once connected. /health shows it.
+        self.problem: str | None = None
+        self._declaring: str | None = None  # the declaration awaiting the broker's answer
 
     # ---- public API -------------------------------------------------------------------
 
@@ -242,7 +247,9 @@ class Bus:
             # message) must not reconnect in a tight loop.
             stayed_up = self._was_ready and time.monotonic() - self._ready_at > STABLE_AFTER_S
             attempt = 0 if stayed_up else attempt + 1
-            delay = min(0.25 * (2 ** min(attempt, 16)), self.settings.reconnect_max_delay)
+            # Bounded: a conflict that only an operator can resolve (a queue declared with
+            # other arguments) is retried at most every reconnect_max_delay seconds.
+            delay = backoff_s(attempt + 1, initial=0.25, cap=self.settings.reconnect_max_delay)
             log.warning("%s: broker connection down; reconnecting in %.2fs", self.name, delay)
             self.reconnect_attempts += 1
             self._stopping.wait(delay)
@@ -278,6 +285,7 @@ class Bus:
 
     def _on_connection_open_error(self, connection: Any, error: Exception) -> None:
         log.info("%s: cannot connect to %s: %s", self.name, self._safe_url(), error)
+        self.problem = f"cannot connect to {self._safe_url()}: {error}"[:500]
         connection.ioloop.stop()
 
     def _on_connection_closed(self, connection: Any, reason: Exception) -> None:
@@ -302,7 +310,15 @@ class Bus:
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
         # A channel closed by the broker (e.g. a queue declared with other arguments)
         # leaves nothing useful on this connection: start over.
-        log.warning("%s: channel closed: %s", self.name, reason)
+        declaring, self._declaring = self._declaring, None
+        if declaring and getattr(reason, "reply_code", None) == 406:  # PRECONDITION_FAILED
+            # Another client declared it differently: nothing here can fix that, so say
+            # exactly what conflicts, and keep retrying (bounded) until an operator does.
+            self.problem = (f"the broker refused to declare {declaring}: "
+                            f"{getattr(reason, 'reply_text', reason)}")[:1000]
+            log.error("%s: %s; retrying", self.name, self.problem)
+        else:
+            log.warning("%s: channel closed: %s", self.name, reason)
         self._ready.clear()
         self._close_connection()
 
@@ -315,24 +331,32 @@ class Bus:
         if session is None:
             return
         ch = session.channel
-        steps: list[Callable[[Callable], None]] = []
+        # (what, step): `what` names the declaration in the error if the broker refuses it.
+        steps: list[tuple[str, Callable[[Callable], None]]] = []
         for ex in self.topology.exchanges:
-            steps.append(lambda cb, ex=ex: ch.exchange_declare(
-                exchange=ex.name, exchange_type=ex.type, durable=ex.durable, callback=cb))
+            steps.append((f"exchange {ex.name!r} (type {ex.type})",
+                          lambda cb, ex=ex: ch.exchange_declare(
+                exchange=ex.name, exchange_type=ex.type, durable=ex.durable, callback=cb)))
         for q in self.topology.queues:
-            steps.append(lambda cb, q=q: ch.queue_declare(
-                queue=q.name, durable=q.durable, arguments=dict(q.arguments), callback=cb))
+            steps.append((f"queue {q.name!r} with arguments {json.dumps(q.arguments)}",
+                          lambda cb, q=q: ch.queue_declare(
+                queue=q.name, durable=q.durable, arguments=dict(q.arguments), callback=cb)))
         for b in self.topology.bindings:
-            steps.append(lambda cb, b=b: ch.queue_bind(
-                queue=b.queue, exchange=b.exchange, routing_key=b.routing_key, callback=cb))
-        steps.append(lambda cb: ch.basic_qos(prefetch_count=self.settings.prefetch, callback=cb))
+            steps.append((f"binding {b.exchange!r} -> {b.queue!r} ({b.routing_key})",
+                          lambda cb, b=b: ch.queue_bind(
+                queue=b.queue, exchange=b.exchange, routing_key=b.routing_key, callback=cb)))
+        steps.append(("prefetch", lambda cb: ch.basic_qos(prefetch_count=self.settings.prefetch,
+                                                          callback=cb)))
         self._chain(steps, lambda: self._start_consuming(session))
 
-    def _chain(self, steps: list[Callable[[Callable], None]], done: Callable[[], None]) -> None:
+    def _chain(self, steps: list[tuple[str, Callable[[Callable], None]]],
+               done: Callable[[], None]) -> None:
         if not steps:
+            self._declaring = None
             done()
             return
-        first, rest = steps[0], steps[1:]
+        (what, first), rest = steps[0], steps[1:]
+        self._declaring = what
         first(lambda _frame: self._chain(rest, done))
 
     def _start_consuming(self, session: Session) -> None:
@@ -349,6 +373,7 @@ class Bus:
         self._ready_at = time.monotonic()
         if self.connected_once.is_set():
             self.reconnects += 1
+        self.problem = None
         self._ready.set()
         self.connected_once.set()
         log.info("%s: connected to %s, consuming %s", self.name, self._safe_url(),

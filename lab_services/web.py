@@ -84,6 +84,7 @@ def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = No
                 "status": "ok" if bus.connected else "degraded",
                 "broker": "connected" if bus.connected else "disconnected",
                 "reconnects": bus.reconnects, "reconnect_attempts": bus.reconnect_attempts,
+                **({"problem": bus.problem} if bus.problem and not bus.connected else {}),
                 **(health_extra() if health_extra else {})}
         return jsonify(body), 200 if bus.connected else 503
 
