@@ -120,6 +120,8 @@ class Bus:
         # connection); None once connected. /health shows it.
         self.problem: str | None = None
         self._declaring: str | None = None  # the declaration awaiting the broker's answer
+        self._consumer_tags: dict[str, Consumer] = {}  # this channel's consumers, by tag
+        self.redeclared = 0  # queues declared again after the broker cancelled their consumer
 
     # ---- public API -------------------------------------------------------------------
 
@@ -322,15 +324,33 @@ class Bus:
         self._ready.clear()
         self._close_connection()
 
-    def _on_consumer_cancelled(self, _frame: Any) -> None:
-        log.warning("%s: the broker cancelled a consumer (queue deleted?); reconnecting", self.name)
-        self._close_connection()
+    def _on_consumer_cancelled(self, frame: Any) -> None:
+        # The broker cancels a consumer when its queue is deleted. Declare the topology
+        # again and consume anew on the same channel, at once: the deliveries in hand are
+        # still handled and acked (an ack for a deleted queue is harmless), and the queue
+        # is back within one round trip. Outcomes published meanwhile are returned
+        # (`mandatory`, one publish per destination queue) and retried by their publisher.
+        session = self._session
+        consumer = self._consumer_tags.pop(getattr(frame.method, "consumer_tag", None), None)
+        if session is None or consumer is None:
+            log.warning("%s: the broker cancelled an unknown consumer; reconnecting", self.name)
+            self._close_connection()
+            return
+        log.warning("%s: the broker cancelled the consumer of %r (queue deleted?); declaring "
+                    "it again", self.name, consumer.queue)
+        self.redeclared += 1
+        self._chain(self._declare_steps(session.channel),
+                    lambda: self._consume(session, consumer))
 
     def _declare(self) -> None:
         session = self._session
         if session is None:
             return
-        ch = session.channel
+        self._chain(self._declare_steps(session.channel),
+                    lambda: self._start_consuming(session))
+
+    def _declare_steps(self, ch: Any) -> list[tuple[str, Callable[[Callable], None]]]:
+        """The topology's declarations as chained steps on a channel."""
         # (what, step): `what` names the declaration in the error if the broker refuses it.
         steps: list[tuple[str, Callable[[Callable], None]]] = []
         for ex in self.topology.exchanges:
@@ -347,7 +367,7 @@ class Bus:
                 queue=b.queue, exchange=b.exchange, routing_key=b.routing_key, callback=cb)))
         steps.append(("prefetch", lambda cb: ch.basic_qos(prefetch_count=self.settings.prefetch,
                                                           callback=cb)))
-        self._chain(steps, lambda: self._start_consuming(session))
+        return steps
 
     def _chain(self, steps: list[tuple[str, Callable[[Callable], None]]],
                done: Callable[[], None]) -> None:
@@ -362,13 +382,9 @@ class Bus:
     def _start_consuming(self, session: Session) -> None:
         if session is not self._session:
             return
+        self._consumer_tags = {}
         for consumer in self._consumers:
-            session.channel.basic_consume(
-                queue=consumer.queue,
-                on_message_callback=lambda _ch, meth, props, body, c=consumer:
-                    session.on_message(c, meth, props, body),
-                auto_ack=False,
-            )
+            self._consume(session, consumer)
         self._was_ready = True
         self._ready_at = time.monotonic()
         if self.connected_once.is_set():
@@ -378,6 +394,17 @@ class Bus:
         self.connected_once.set()
         log.info("%s: connected to %s, consuming %s", self.name, self._safe_url(),
                  [c.queue for c in self._consumers] or "nothing")
+
+    def _consume(self, session: Session, consumer: Consumer) -> None:
+        if session is not self._session:
+            return
+        tag = session.channel.basic_consume(
+            queue=consumer.queue,
+            on_message_callback=lambda _ch, meth, props, body, c=consumer:
+                session.on_message(c, meth, props, body),
+            auto_ack=False,
+        )
+        self._consumer_tags[tag] = consumer
 
     def _safe_url(self) -> str:
         conn = self._connection

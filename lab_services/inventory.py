@@ -30,14 +30,19 @@ from lab_services.web import create_app, run_service
 log = logging.getLogger(__name__)
 
 
-def outcome_message(event: dict) -> Outgoing:
-    """The AMQP message that carries an inventory outcome event."""
+def outcome_messages(event: dict) -> list[Outgoing]:
+    """The AMQP messages that carry an inventory outcome: one per destination queue.
+
+    Each is published `mandatory`, so a destination queue that is missing (deleted) returns
+    its copy, and the order is retried instead of its notification or status being lost.
+    """
     reserved = event["event_type"] == events.INVENTORY_RESERVED
     key = topology.KEY_INVENTORY_RESERVED if reserved else topology.KEY_INVENTORY_FAILED
     props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
                                  message_id=event["event_id"], correlation_id=event["order_id"],
                                  type=event["event_type"], app_id="inventory-service")
-    return Outgoing(topology.INVENTORY_EVENTS, key, events.encode(event), props)
+    body = events.encode(event)
+    return [Outgoing(topology.INVENTORY_EVENTS, k, body, props) for k in topology.outcome_keys(key)]
 
 
 class InventoryService:
@@ -123,7 +128,7 @@ class InventoryService:
             log.debug("order %s: %s", order.order_id, stored.reason or "reserved")
         else:
             log.info("order %s seen before: re-publishing its stored outcome", order.order_id)
-        return [outcome_message(stored.event)]
+        return outcome_messages(stored.event)
 
     def _before_ack(self, delivery: Delivery) -> None:
         order_id = delivery.context.get("order_id")
