@@ -13,6 +13,7 @@ thread with `add_callback_threadsafe`: pika connections are not thread-safe.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -88,6 +89,12 @@ class Bus:
         self.reconnect_attempts = 0
         self.connected_once = threading.Event()
         self.totals: dict[str, int] = {}
+        # Why the bus is not connected, when it knows (a refused declaration, a refused
+        # connection); None once connected. /health shows it.
+        self.problem: str | None = None
+        self._declaring: str | None = None  # the declaration awaiting the broker's answer
+        self._consumer_tags: dict[str, Consumer] = {}  # this channel's consumers, by tag
+        self.redeclared = 0  # queues declared again after the broker cancelled their consumer
 
     # ---- public API -------------------------------------------------------------------
 
@@ -215,6 +222,8 @@ class Bus:
             # message) must not reconnect in a tight loop.
             stayed_up = self._was_ready and time.monotonic() - self._ready_at > STABLE_AFTER_S
             attempt = 0 if stayed_up else attempt + 1
+            # Bounded: a conflict that only an operator can resolve (a queue declared with
+            # other arguments) is retried at most every reconnect_max_delay seconds.
             delay = backoff_s(attempt + 1, initial=0.25, cap=self.settings.reconnect_max_delay)
             log.warning("%s: broker connection down; reconnecting in %.2fs", self.name, delay)
             self.reconnect_attempts += 1
@@ -251,6 +260,7 @@ class Bus:
 
     def _on_connection_open_error(self, connection: Any, error: Exception) -> None:
         log.info("%s: cannot connect to %s: %s", self.name, self._safe_url(), error)
+        self.problem = f"cannot connect to {self._safe_url()}: {error}"[:500]
         connection.ioloop.stop()
 
     def _on_connection_closed(self, connection: Any, reason: Exception) -> None:
@@ -275,57 +285,99 @@ class Bus:
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
         # A channel closed by the broker (e.g. a queue declared with other arguments)
         # leaves nothing useful on this connection: start over.
-        log.warning("%s: channel closed: %s", self.name, reason)
+        declaring, self._declaring = self._declaring, None
+        if declaring and getattr(reason, "reply_code", None) == 406:  # PRECONDITION_FAILED
+            # Another client declared it differently: nothing here can fix that, so say
+            # exactly what conflicts, and keep retrying (bounded) until an operator does.
+            self.problem = (f"the broker refused to declare {declaring}: "
+                            f"{getattr(reason, 'reply_text', reason)}")[:1000]
+            log.error("%s: %s; retrying", self.name, self.problem)
+        else:
+            log.warning("%s: channel closed: %s", self.name, reason)
         self._ready.clear()
         self._close_connection()
 
-    def _on_consumer_cancelled(self, _frame: Any) -> None:
-        log.warning("%s: the broker cancelled a consumer (queue deleted?); reconnecting", self.name)
-        self._close_connection()
+    def _on_consumer_cancelled(self, frame: Any) -> None:
+        # The broker cancels a consumer when its queue is deleted. Declare the topology
+        # again and consume anew on the same channel, at once: the deliveries in hand are
+        # still handled and acked (an ack for a deleted queue is harmless), and the queue
+        # is back within one round trip. Outcomes published meanwhile are returned
+        # (`mandatory`, one publish per destination queue) and retried by their publisher.
+        session = self._session
+        consumer = self._consumer_tags.pop(getattr(frame.method, "consumer_tag", None), None)
+        if session is None or consumer is None:
+            log.warning("%s: the broker cancelled an unknown consumer; reconnecting", self.name)
+            self._close_connection()
+            return
+        log.warning("%s: the broker cancelled the consumer of %r (queue deleted?); declaring "
+                    "it again", self.name, consumer.queue)
+        self.redeclared += 1
+        self._chain(self._declare_steps(session.channel),
+                    lambda: self._consume(session, consumer))
 
     def _declare(self) -> None:
         session = self._session
         if session is None:
             return
-        ch = session.channel
-        steps: list[Callable[[Callable], None]] = []
-        for ex in self.topology.exchanges:
-            steps.append(lambda cb, ex=ex: ch.exchange_declare(
-                exchange=ex.name, exchange_type=ex.type, durable=ex.durable, callback=cb))
-        for q in self.topology.queues:
-            steps.append(lambda cb, q=q: ch.queue_declare(
-                queue=q.name, durable=q.durable, arguments=dict(q.arguments), callback=cb))
-        for b in self.topology.bindings:
-            steps.append(lambda cb, b=b: ch.queue_bind(
-                queue=b.queue, exchange=b.exchange, routing_key=b.routing_key, callback=cb))
-        steps.append(lambda cb: ch.basic_qos(prefetch_count=self.settings.prefetch, callback=cb))
-        self._chain(steps, lambda: self._start_consuming(session))
+        self._chain(self._declare_steps(session.channel),
+                    lambda: self._start_consuming(session))
 
-    def _chain(self, steps: list[Callable[[Callable], None]], done: Callable[[], None]) -> None:
+    def _declare_steps(self, ch: Any) -> list[tuple[str, Callable[[Callable], None]]]:
+        """The topology's declarations as chained steps on a channel."""
+        # (what, step): `what` names the declaration in the error if the broker refuses it.
+        steps: list[tuple[str, Callable[[Callable], None]]] = []
+        for ex in self.topology.exchanges:
+            steps.append((f"exchange {ex.name!r} (type {ex.type})",
+                          lambda cb, ex=ex: ch.exchange_declare(
+                exchange=ex.name, exchange_type=ex.type, durable=ex.durable, callback=cb)))
+        for q in self.topology.queues:
+            steps.append((f"queue {q.name!r} with arguments {json.dumps(q.arguments)}",
+                          lambda cb, q=q: ch.queue_declare(
+                queue=q.name, durable=q.durable, arguments=dict(q.arguments), callback=cb)))
+        for b in self.topology.bindings:
+            steps.append((f"binding {b.exchange!r} -> {b.queue!r} ({b.routing_key})",
+                          lambda cb, b=b: ch.queue_bind(
+                queue=b.queue, exchange=b.exchange, routing_key=b.routing_key, callback=cb)))
+        steps.append(("prefetch", lambda cb: ch.basic_qos(prefetch_count=self.settings.prefetch,
+                                                          callback=cb)))
+        return steps
+
+    def _chain(self, steps: list[tuple[str, Callable[[Callable], None]]],
+               done: Callable[[], None]) -> None:
         if not steps:
+            self._declaring = None
             done()
             return
-        first, rest = steps[0], steps[1:]
+        (what, first), rest = steps[0], steps[1:]
+        self._declaring = what
         first(lambda _frame: self._chain(rest, done))
 
     def _start_consuming(self, session: Session) -> None:
         if session is not self._session:
             return
+        self._consumer_tags = {}
         for consumer in self._consumers:
-            session.channel.basic_consume(
-                queue=consumer.queue,
-                on_message_callback=lambda _ch, meth, props, body, c=consumer:
-                    session.on_message(c, meth, props, body),
-                auto_ack=False,
-            )
+            self._consume(session, consumer)
         self._was_ready = True
         self._ready_at = time.monotonic()
         if self.connected_once.is_set():
             self.reconnects += 1
+        self.problem = None
         self._ready.set()
         self.connected_once.set()
         log.info("%s: connected to %s, consuming %s", self.name, self._safe_url(),
                  [c.queue for c in self._consumers] or "nothing")
+
+    def _consume(self, session: Session, consumer: Consumer) -> None:
+        if session is not self._session:
+            return
+        tag = session.channel.basic_consume(
+            queue=consumer.queue,
+            on_message_callback=lambda _ch, meth, props, body, c=consumer:
+                session.on_message(c, meth, props, body),
+            auto_ack=False,
+        )
+        self._consumer_tags[tag] = consumer
 
     def _safe_url(self) -> str:
         conn = self._connection

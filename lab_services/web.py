@@ -111,6 +111,7 @@ def create_app(name: str, bus: Bus, health_extra: Callable[[], dict] | None = No
                 **({"store": "ok" if store_error is None else "failing"}
                    if store is not None else {}),
                 **({"store_error": store_error} if store_error is not None else {}),
+                **({"problem": bus.problem} if bus.problem and not bus.connected else {}),
                 **(health_extra() if health_extra else {})}
         return jsonify(body), 200 if ok else 503
 

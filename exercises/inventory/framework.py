@@ -92,7 +92,21 @@ def declare(ch: Any) -> None:
     ch.queue_bind("inventory_reserved", "inventory_events", "inventory.reserved")
     ch.queue_bind("inventory_failed", "inventory_events", "inventory.failed")
     ch.queue_bind("order_status", "inventory_events", "inventory.*")
+    # One key per destination queue (see on_message): each copy reaches exactly one queue.
+    ch.queue_bind("inventory_reserved", "inventory_events", "inventory.reserved.notification")
+    ch.queue_bind("inventory_failed", "inventory_events", "inventory.failed.notification")
+    ch.queue_bind("order_status", "inventory_events", "inventory.*.status")
     ch.queue_bind("dlq", "dead_letters", "#")
+
+
+def close_quietly(conn: pika.BlockingConnection | None) -> None:
+    """Close a connection if it is still open (the broker may already have closed it)."""
+    if conn is None or not conn.is_open:
+        return
+    try:
+        conn.close()
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        log.info("closing the old connection failed (%s); it is dropped", exc)
 
 
 def check_written(handle: Handler) -> None:
@@ -121,11 +135,36 @@ class Consumer:
     def __init__(self, handle: Handler, db: sqlite3.Connection, amqp_url: str) -> None:
         self.handle, self.db, self.amqp_url = handle, db, amqp_url
         self.lock = threading.Lock()  # the HTTP threads read the same connection
+        self.consuming = threading.Event()  # set while a connection consumes order_placed
+        self.thread: threading.Thread | None = None
+        self.stopped_by: str | None = None  # why the consumer thread ended, if it did
+
+    def start(self) -> None:
+        """Run the consumer on a thread of its own."""
+        self.thread = threading.Thread(target=self.run_forever, name="consumer", daemon=True)
+        self.thread.start()
+
+    def healthy(self) -> tuple[bool, str]:
+        """Whether the consumer thread runs and consumes; if not, why."""
+        if self.thread is None or not self.thread.is_alive():
+            return False, f"the consumer thread stopped: {self.stopped_by or 'not started'}"
+        if not self.consuming.is_set():
+            return False, "not connected to the broker (reconnecting)"
+        return True, "consuming order_placed"
 
     def run_forever(self) -> None:
         """Consume until the process ends; reconnect (with a growing pause) on broker loss."""
+        try:
+            self._consume_with_reconnects()
+        except BaseException as exc:
+            self.stopped_by = f"{exc.__class__.__name__}: {exc}"[:300]
+            log.exception("the consumer thread stopped; /health now answers 503")
+            raise
+
+    def _consume_with_reconnects(self) -> None:
         delay = 0.5
         while True:
+            conn = None
             try:
                 conn = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
                 ch = conn.channel()
@@ -134,13 +173,21 @@ class Consumer:
                 ch.basic_qos(prefetch_count=PREFETCH)
                 ch.basic_consume("order_placed", self.on_message)
                 log.info("consuming order_placed")
+                self.consuming.set()
                 delay = 0.5
                 ch.start_consuming()
             except pika.exceptions.AMQPError as exc:
-                log.warning("broker lost (%s); reconnecting in %.1f s",
-                            exc.__class__.__name__, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5)
+                log.warning("broker lost or publish refused (%s: %s); reconnecting in %.1f s",
+                            exc.__class__.__name__, exc, delay)
+            finally:
+                self.consuming.clear()
+                # Close the old connection before opening the next: after a nacked or
+                # returned publish it is still open, and the broker would keep its
+                # prefetched orders unacked (out of reach of the new connection) until it
+                # noticed the socket was gone, minutes later.
+                close_quietly(conn)
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
 
     def on_message(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
         """One message: handle it in a transaction, publish the outcome, then ack."""
@@ -163,14 +210,18 @@ class Consumer:
             return
         key = ("inventory.reserved" if outcome["event_type"] == "InventoryReserved"
                else "inventory.failed")
+        props = pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                                     message_id=str(outcome["event_id"])[:255],
+                                     correlation_id=str(outcome["order_id"])[:255],
+                                     type=outcome["event_type"])
         # Confirmed before the ack: a crash in between redelivers the order, and the
-        # handler must then answer it again without reserving twice.
-        ch.basic_publish("inventory_events", key, json.dumps(outcome).encode(),
-                         pika.BasicProperties(delivery_mode=2, content_type="application/json",
-                                              message_id=str(outcome["event_id"])[:255],
-                                              correlation_id=str(outcome["order_id"])[:255],
-                                              type=outcome["event_type"]),
-                         mandatory=True)
+        # handler must then answer it again without reserving twice. One copy per
+        # destination queue, each mandatory: the broker returns a message only if it
+        # reaches no queue at all, so a single copy for both would not be returned while
+        # the notification queue is missing (deleted), and that notification would be lost.
+        for destination in ("notification", "status"):
+            ch.basic_publish("inventory_events", f"{key}.{destination}",
+                             json.dumps(outcome).encode(), props, mandatory=True)
         ch.basic_ack(method.delivery_tag)
 
     def dead_letter(self, ch: Any, method: Any, props: Any, body: bytes, reason: str) -> None:
@@ -195,7 +246,10 @@ def create_app(consumer: Consumer) -> Flask:
 
     @app.get("/health")
     def health():
-        return jsonify({"service": "inventory", "status": "ok", "pid": os.getpid()})
+        ok, why = consumer.healthy()
+        body = {"service": "inventory", "status": "ok" if ok else "unavailable",
+                "pid": os.getpid(), "consumer": why}
+        return jsonify(body), 200 if ok else 503
 
     @app.get("/inventory")
     def inventory():
@@ -221,6 +275,6 @@ def run(handle: Handler) -> None:
     os.makedirs(data_dir, exist_ok=True)
     db = open_db(os.path.join(data_dir, "inventory.sqlite"))
     consumer = Consumer(handle, db, os.environ.get("AMQP_URL", "amqp://guest:guest@localhost/"))
-    threading.Thread(target=consumer.run_forever, daemon=True).start()
+    consumer.start()
     create_app(consumer).run(host="127.0.0.1", port=int(os.environ.get("PORT", "5002")),
                              threaded=True)
