@@ -31,16 +31,33 @@ class Faults:
 
     def __init__(self, lab: Any, broker: Any, timeline: Timeline) -> None:
         self.lab, self.broker, self.timeline = lab, broker, timeline
+        # GET /reservations rows taken before each stop, kill or restart: what the ledger
+        # held then must still be there at the end (harness.invariants' ledger_forgot).
+        self.ledger_snapshots: list[list[dict[str, Any]]] = []
+
+    def snapshot_ledger(self) -> None:
+        """Keep the inventory's ledger as it is now, if it can be read (else nothing)."""
+        svc = self.lab.services.get("inventory")
+        if svc is None or not svc.running:
+            return
+        try:
+            rows = self.lab.reservations().get("reservations")
+        except Exception:  # a missing endpoint or a dying service: no snapshot, no verdict
+            return
+        if isinstance(rows, list):
+            self.ledger_snapshots.append(rows)
 
     # ---- services -----------------------------------------------------------------------
 
     def stop_service(self, name: str) -> None:
         """Stop a service gracefully (SIGTERM)."""
+        self.snapshot_ledger()
         self.timeline.record("stop", name, "SIGTERM")
         self.lab.stop(name)
 
     def kill_service(self, name: str) -> None:
         """Kill a service (SIGKILL), as a crash would."""
+        self.snapshot_ledger()
         self.timeline.record("kill", name, "SIGKILL")
         self.lab.kill(name)
 
@@ -51,6 +68,7 @@ class Faults:
 
     def restart_service(self, name: str, env: dict[str, str] | None = None) -> None:
         """Restart a service (SIGTERM, then start) and wait until it is healthy."""
+        self.snapshot_ledger()
         self.timeline.record("restart", name, "SIGTERM + start")
         self.lab.restart(name, env)
 
@@ -62,11 +80,13 @@ class Faults:
 
     def stop_broker(self) -> None:
         """Stop the broker gracefully."""
+        self.snapshot_ledger()
         self.timeline.record("stop", "broker", "graceful")
         self.broker.stop()
 
     def kill_broker(self) -> None:
         """Kill the broker hard (SIGKILL to its process group / container kill)."""
+        self.snapshot_ledger()
         self.timeline.record("kill", "broker", "SIGKILL")
         self.broker.kill()
 
