@@ -266,9 +266,14 @@ def expected_outcomes(placed: list[dict[str, Any]], initial: dict[str, int]) -> 
     return out
 
 
-def wrong_outcomes(expected: dict[str, bool], ledger: dict[str, Any]) -> list[str]:
-    """Orders whose ledger outcome is not the one the stock called for (or missing)."""
+def wrong_outcomes(expected: dict[str, bool], ledger: dict[str, Any],
+                   notifications: list[dict[str, Any]] | None = None) -> list[str]:
+    """Orders whose outcome is not the one the stock called for (or missing): the outcome
+    the notification said, else the ledger's."""
     got = {o["order_id"]: o.get("reserved") for o in ledger.get("outcomes", [])}
+    for n in notifications or []:
+        if n.get("status") in ("RESERVED", "FAILED"):
+            got[n["order_id"]] = n["status"] == "RESERVED"
     return sorted(o for o, want in expected.items() if got.get(o) is not want)
 
 
@@ -294,7 +299,7 @@ def shared_findings(*, accepted: list[str], inventory: dict[str, Any], ledger: d
         "valid_in_dlq": valid_in_dlq(dlq, accepted, dead),
         "ledger_forgot": ledger_forgotten(ledger_snapshots or [], reservations),
         "failed_flipped": flipped_failed(must_stay_failed, ledger, orders),
-        "failed_iff_short": wrong_outcomes(expected, ledger) if expected else [],
+        "failed_iff_short": wrong_outcomes(expected, ledger, notifications) if expected else [],
     }
     return found
 

@@ -48,6 +48,8 @@ ADVICE = {
                               "transaction as the reservation",
     "no_duplicate_check": "orders were reserved again with no restart in between: check "
                           "whether the order was processed (by order_id) before reserving",
+    "keyed_on_event_id": "exact copies were recognised but copies with a new event_id were "
+                         "not: recognise an order by its order_id, not by the event_id",
     "notifier_not_idempotent": "the notification service must ignore an outcome it has "
                                "already notified (RabbitMQ redelivers)",
     "no_stock_check": "the inventory reserved more than it had: check the stock of every line "

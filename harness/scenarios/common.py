@@ -7,10 +7,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from harness.invariants import Check
+from harness.invariants import Check, Verdict, check_run
 from harness.load import LoadSpec
 from harness.reporting.results import ScenarioResult
-from harness.runner import Run
+from harness.runner import Run, RunState
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,26 @@ def broker_for(broker: Any) -> Iterator[Any]:
     from harness.brokers import open_broker
     with open_broker("auto") as opened:
         yield opened
+
+
+def facts(run: Run, state: RunState) -> dict[str, Any]:
+    """What the causes read besides the state: the fault timeline, health, deaths."""
+    return {"timeline": list(run.timeline.rows), "health": dict(state.health),
+            "died": dict(run.died)}
+
+
+def judge(run: Run, state: RunState, accepted: list[str], **expect: Any) -> Verdict:
+    """The one checker on a scenario's end state, with everything it can use: the orders
+    (outcomes line by line), the ledger snapshots taken before each kill, the facts."""
+    return check_run(accepted=accepted, inventory=state.inventory, ledger=state.ledger,
+                     notifications=state.notifications, dlq=state.dlq, orders=state.orders,
+                     ledger_snapshots=run.faults.ledger_snapshots or None,
+                     facts=facts(run, state), **expect)
+
+
+def accepted_ids(load: Any) -> list[str]:
+    """The order ids a load frame's accepted rows got."""
+    return load.loc[load["accepted"], "order_id"].tolist()
 
 
 def finish(run: Run, result: ScenarioResult) -> ScenarioResult:
