@@ -157,11 +157,31 @@ class Verdict:
 # ---- the shared checks (pure) -------------------------------------------------------------
 
 
-def double_reservations(reservations: list[dict[str, Any]]) -> dict[str, int]:
-    """Orders whose stock was taken more than once: order id -> times reserved."""
+def _wanted(items: list[dict[str, Any]]) -> Counter[str]:
+    """An order's quantity per item (two lines of one item add up)."""
+    want: Counter[str] = Counter()
+    for line in items:
+        want[line["item_id"]] += int(line["quantity"])
+    return want
+
+
+def double_reservations(reservations: list[dict[str, Any]],
+                        orders: list[dict[str, Any]] | None = None) -> dict[str, int]:
+    """Orders whose stock was taken more than once: order id -> times reserved.
+
+    With the orders (GET /orders), an order whose ledger rows for an item add up to no more
+    than it asked for is reserved once, however many rows it took (one per line is fine).
+    """
     per_order_item = Counter((r["order_id"], r["item_id"]) for r in reservations)
+    taken: Counter[tuple[str, str]] = Counter()
+    for r in reservations:
+        taken[(r["order_id"], r["item_id"])] += int(r["quantity"])
+    wanted = {o["order_id"]: _wanted(o["items"]) for o in orders or [] if o.get("items")}
     times: dict[str, int] = {}
-    for (order_id, _item), n in per_order_item.items():
+    for (order_id, item), n in per_order_item.items():
+        if order_id in wanted and wanted[order_id].get(item):
+            # Reserved k times over when the rows hold k times the quantity asked for.
+            n = taken[(order_id, item)] // wanted[order_id][item]
         if n > 1:
             times[order_id] = max(times.get(order_id, 0), n)
     return times
@@ -202,9 +222,7 @@ def outcomes_vs_ledger(ledger: dict[str, Any], orders: list[dict[str, Any]] | No
             if not lines.get(oid):
                 bad.add(oid)
             elif items_of.get(oid):
-                wanted: Counter[str] = Counter()
-                for line in items_of[oid]:
-                    wanted[line["item_id"]] += int(line["quantity"])
+                wanted = _wanted(items_of[oid])
                 # A line reserved twice is double_reservations' finding, not this one.
                 if set(wanted) != set(lines[oid]) or any(
                         lines[oid][i] < q for i, q in wanted.items()):
@@ -255,9 +273,7 @@ def expected_outcomes(placed: list[dict[str, Any]], initial: dict[str, int]) -> 
     stock = dict(initial)
     out = {}
     for order in placed:
-        want: Counter[str] = Counter()
-        for line in order["items"]:
-            want[line["item_id"]] += int(line["quantity"])
+        want = _wanted(order["items"])
         fits = all(stock.get(i, 0) >= q for i, q in want.items())
         if fits:
             for i, q in want.items():
@@ -291,7 +307,7 @@ def shared_findings(*, accepted: list[str], inventory: dict[str, Any], ledger: d
     found = {
         "lost": sorted({o for o in accepted if o not in dead} - set(note_ids)),
         "duplicate_notifications": sorted(o for o, n in Counter(note_ids).items() if n > 1),
-        "double_reservations": sorted(double_reservations(reservations)),
+        "double_reservations": sorted(double_reservations(reservations, orders)),
         "stock_conserved": items_not_conserved(inventory, reservations),
         "stock_negative": items_below_zero(inventory),
         "outcomes_vs_ledger": outcomes_vs_ledger(
@@ -342,7 +358,7 @@ def check_run(
     malformed_in_dlq = sum(1 for o in dlq_ids if not (o in set(accepted) or o in expected_dead))
     dead_found = sorted({o for o in dlq_ids if o in expected_dead})
     outcomes = {o["order_id"]: o for o in ledger.get("outcomes", [])}
-    doubles = double_reservations(reservations)
+    doubles = double_reservations(reservations, orders)
     counts = {
         "orders_placed": len(accepted),
         "reserved": sum(1 for o in accepted if outcomes.get(o, {}).get("reserved") is True),
@@ -389,6 +405,8 @@ def check_run(
 
 
 # ---- the card's rows --------------------------------------------------------------------
+
+PASSED, FAILED, INCOMPLETE = "PASSED", "FAILED", "INCOMPLETE"
 
 
 @dataclass
@@ -453,3 +471,25 @@ def invariant_checks(scenario: str, tried: str, verdict: Verdict, *,
                           {"order_ids": ids[:20], "orders_placed": c.get("orders_placed"),
                            "notified": c.get("notified")}, chart, key, cause))
     return rows
+
+
+def _fault_scenario(name: str) -> bool:
+    from harness.scenarios import registry
+    try:
+        sc = registry.get(name)
+    except KeyError:
+        return False
+    return sc.needs_restartable_broker or sc.needs_cluster
+
+
+def card_verdict(checks: list[Check]) -> str:
+    """FAILED if a check failed; INCOMPLETE if a check could not run, or a fault scenario
+    (one that restarts the broker or needs a cluster) or a check marked `incomplete` was
+    skipped: the faults that catch most mistakes were never tried; else PASSED."""
+    if any(c.passed is False for c in checks):
+        return FAILED
+    unjudged = [c for c in checks if c.passed is None]
+    if any(not c.evidence.get("skipped") or c.evidence.get("incomplete")
+           or _fault_scenario(c.scenario) for c in unjudged):
+        return INCOMPLETE
+    return PASSED

@@ -93,7 +93,7 @@ def stock_exhaustion(broker: Any = None, *, orders: int = 16, seed: int = 5,
                 NAME, "stock ran short", tried, "some orders ask for more than is left",
                 f"skipped: the stock never ran short (the inventory started from {initial}: "
                 "it may not honour INITIAL_STOCK), so FAILED was never called for", None,
-                {"skipped": True, "initial": initial}))
+                {"skipped": True, "incomplete": True, "initial": initial}))
         return finish(run, result)
 
 
