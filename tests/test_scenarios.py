@@ -26,6 +26,31 @@ def test_baseline_notifies_every_order(broker, tmp_path):
     assert {"orders.csv", "notifications.csv", "latency.csv", "queue_depth.csv",
             "queue_depth.png", "latency_cdf.png", "faults.csv"} <= set(s["files"])
     assert (result.run_dir / "logs" / "inventory.log").exists()
+    # The invalid requests were refused with the contract's statuses, and published nothing.
+    probe = {c["name"]: c for c in s["checks"]}
+    assert probe["invalid requests refused"]["passed"] is True
+    assert probe["invalid requests publish nothing"]["passed"] is True
+    assert set(probe["invalid requests refused"]["evidence"]["answers"].values()) == {
+        400, 413, 415}
+
+
+def test_stock_runs_out_and_orders_fail_exactly_when_short(broker, tmp_path):
+    from harness.scenarios.stock_exhaustion import stock_exhaustion
+    result = stock_exhaustion(broker, orders=10, out=tmp_path, progress=False)
+    assert result.valid, result.verdict.problems
+    s = summary_of(result)
+    assert s["failed"] > 0 and s["reserved"] > 0 and s["lost"] == 0
+    by_key = {c["key"]: c["passed"] for c in s["checks"] if c["key"]}
+    assert by_key["failed_iff_short"] and by_key["stock_negative"]
+
+
+def test_orders_survive_the_broker_nacking_their_outcomes(broker, tmp_path):
+    from harness.scenarios.broker_nacks import broker_nacks
+    result = broker_nacks(broker, orders=8, out=tmp_path, progress=False)
+    assert result.valid, result.verdict.problems
+    # The refusal bit: the lab's inventory saw its outcomes refused, and published again.
+    assert "refused an output" in (result.run_dir / "logs" / "inventory.log").read_text()
+    assert summary_of(result)["notified"] == 8
 
 
 def test_backlog_rises_while_inventory_is_down_and_drains_to_zero(broker, tmp_path):
