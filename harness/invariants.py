@@ -237,7 +237,7 @@ def dlq_order_id(message: dict[str, Any]) -> str | None:
     """The order id in a dead-lettered message's JSON body, if it has one."""
     try:
         body = json.loads(message["body"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # hostile bodies are data
         return None
     oid = body.get("order_id") if isinstance(body, dict) else None
     return oid if isinstance(oid, str) else None

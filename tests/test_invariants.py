@@ -312,3 +312,12 @@ def test_the_chaos_verdict_reads_the_record():
     v = check_chaos(copy.deepcopy(obs))
     assert not v.valid and v.evidence["valid_in_dlq"] == ["A"]
     assert any(p.startswith(INVARIANTS["valid_in_dlq"].name) for p in v.problems)
+
+
+def test_every_hostile_dead_letter_is_data_to_the_checker_not_a_crash():
+    from harness.chaos.messages import KINDS, malformed_message
+    s = state()
+    s["dlq"] = [{"reason": "body: bad", "body": malformed_message(k, n)[0].decode(
+        errors="replace")} for n, k in enumerate(KINDS)]
+    v = judge(s, malformed_injected=len(KINDS))
+    assert v.valid, v.problems
