@@ -321,3 +321,15 @@ def test_every_hostile_dead_letter_is_data_to_the_checker_not_a_crash():
         errors="replace")} for n, k in enumerate(KINDS)]
     v = judge(s, malformed_injected=len(KINDS))
     assert v.valid, v.problems
+
+
+def test_a_lost_order_behind_a_live_but_stalled_consumer_names_the_dead_thread():
+    """/health says 200 while order_placed still holds the order: the consumer died inside."""
+    s = state()
+    ack_first(s)
+    s["timeline"] = []
+    v = judge(s, facts={"health": {"inventory": {"status": "ok"}},
+                        "queues_left": {"order_placed": 1, "inventory_reserved": 0}})
+    assert cause_of(v, "lost") == "consumer_stalled"
+    v = judge(s, facts={"health": {"inventory": None}, "queues_left": {"order_placed": 1}})
+    assert cause_of(v, "lost") == "consumer_dead"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.invariants import Check, dlq_order_id
+from lab_services.topology import owner_of
 
 # Reasons a store gives when an insert repeats a primary or unique key.
 _KEY_CLASH = re.compile(r"IntegrityError|UNIQUE constraint|duplicate key|UniqueViolation",
@@ -37,6 +38,9 @@ ADVICE = {
     "outcome_not_delivered": "the inventory decided these orders but their outcome never "
                              "reached the notification: publish the outcome with confirms (and "
                              "persistent), and ack the input only once the broker confirmed",
+    "consumer_stalled": "messages were still waiting for a consumer whose /health said ok: its "
+                        "consuming thread died or stopped; make /health fail when the consumer "
+                        "is gone, and never let a handler's exception end the consumer",
     "consumer_dead": "a consumer was not running (or not healthy) at the end: a service must "
                      "survive bad input and broker loss, and keep consuming",
     "never_processed": "these orders never reached the inventory's ledger and were never "
@@ -121,6 +125,12 @@ def _explain_lost(ids: list[str], facts: dict[str, Any]) -> Cause | None:
     dead = _dead_consumers(facts)
     if dead:
         return _cause("consumer_dead", f"not running or not healthy at the end: {dead}")
+    health = facts.get("health") or {}
+    stalled = {q: n for q, n in (facts.get("queues_left") or {}).items()
+               if n and health.get(owner_of(q) or "") is not None and owner_of(q) in health}
+    if stalled:
+        return _cause("consumer_stalled", f"still waiting at the end: {stalled}, while the "
+                                          "consumer's /health said ok")
     decided = sorted(set(ids) & _in_ledger(facts))
     if decided:
         return _cause("outcome_not_delivered", f"{len(decided)} of them have an outcome in "

@@ -7,10 +7,12 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from harness import amqp
 from harness.invariants import Check, Verdict, check_run
 from harness.load import LoadSpec
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run, RunState
+from lab_services import topology as topo
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,16 @@ def broker_for(broker: Any) -> Iterator[Any]:
 
 
 def facts(run: Run, state: RunState) -> dict[str, Any]:
-    """What the causes read besides the state: the fault timeline, health, deaths."""
+    """What the causes read besides the state: the fault timeline, health, deaths, and the
+    messages still waiting in each consumed queue (a live but stalled consumer leaves some)."""
+    left: dict[str, int] = {}
+    for queue in topo.QUEUE_OWNERS:
+        try:
+            left[queue] = amqp.depth(run.lab.amqp_url, queue)
+        except Exception:  # a queue the implementation never declared: nothing waiting there
+            continue
     return {"timeline": list(run.timeline.rows), "health": dict(state.health),
-            "died": dict(run.died)}
+            "died": dict(run.died), "queues_left": left}
 
 
 def judge(run: Run, state: RunState, accepted: list[str], **expect: Any) -> Verdict:
