@@ -82,8 +82,8 @@ for _inv in (
               "{n} orders were notified more than once ({ids}): the notification service must "
               "ignore a repeated outcome", "no order was notified twice"),
     Invariant("double_reservations", "no double reservation", "each order's stock is reserved once",
-              "{n} orders had their stock reserved twice ({ids}): the inventory must reserve "
-              "each order once, however often it arrives", "no order was reserved twice"),
+              "{n} orders reserved stock twice ({ids}): the inventory must reserve each order "
+              "once, however often it arrives", "no order was reserved twice"),
     Invariant("stock_conserved", "stock conserved", "initial - reserved == current, for every item",
               "the stock does not add up for {ids}: initial stock minus everything in the "
               "reservation ledger differs from the current stock",

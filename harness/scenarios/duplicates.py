@@ -18,15 +18,16 @@ from harness.lab.impl import Impl
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run, order_event
-from harness.scenarios.common import PLENTY, barrier, broker_for, finish, judge, place_some
+from harness.scenarios.common import barrier, broker_for, finish, judge, place_some
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import DuplicatesSummary
 
 CASES = (("exact copy", True), ("copy with a new event_id", False))
-# Plenty of everything but one item, so that an order for it fails for want of stock, and
-# its OrderPlaced can be republished: a FAILED order must stay FAILED.
-SOLD_OUT = "item_4"
-STOCK = ",".join(f"item_{i}={0 if f'item_{i}' == SOLD_OUT else PLENTY}" for i in range(1, 6))
+# Stock for the few orders placed (INITIAL_STOCK is one number for every item, as the
+# contract says), and one order asking for more than that: it fails for want of stock, and
+# its OrderPlaced is republished with the others: a FAILED order must stay FAILED.
+STOCK = "500"
+TOO_MUCH = {"item_id": "item_4", "quantity": 1000, "price": 1.0}  # the most one line may ask
 
 
 def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
@@ -75,9 +76,9 @@ def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
 
 
 def _place_sold_out(run: Run) -> dict[str, Any]:
-    """Place one order for the sold-out item, wait for its outcome, return the order as the
-    order API has it (FAILED, unless the implementation ignores INITIAL_STOCK)."""
-    r = run.lab.place_order("sold-out", [{"item_id": SOLD_OUT, "quantity": 1, "price": 1.0}])
+    """Place one order for more than the stock, wait for its outcome, return the order as
+    the order API has it (FAILED, unless the inventory holds more than 1000 of item_4)."""
+    r = run.lab.place_order("too-much", [TOO_MUCH])
     r.raise_for_status()
     order_id = r.json()["order_id"]
     run.lab.wait_notified([order_id], timeout=30)

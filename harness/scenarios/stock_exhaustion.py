@@ -1,4 +1,4 @@
-"""Stock exhaustion: orders until two items run out, one at a time (black-box).
+"""Stock exhaustion: orders until the items they ask for run out, one at a time (black-box).
 
 Each order waits for its notification before the next is placed, so the order in which
 the inventory handled them is known, and so is the outcome the stock calls for: RESERVED
@@ -21,29 +21,21 @@ from harness.lab import LabConfig
 from harness.lab.impl import Impl
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
-from harness.scenarios.common import PLENTY, broker_for, finish, judge
+from harness.scenarios.common import broker_for, finish, judge
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import RunSummary
 
 NAME = "stock-exhaustion"
-SCARCE = {"item_1": 6, "item_2": 4}  # run out within a few orders
-PLENTIFUL = "item_3"  # rides along, so that a FAILED order has a line that would have fit
-STOCK = ",".join([*(f"{i}={n}" for i, n in SCARCE.items()),
-                  *(f"item_{k}={PLENTY}" for k in (3, 4, 5))])
+STOCK = "6"  # of every item (INITIAL_STOCK is one number, as the contract says)
+SCARCE = ("item_1", "item_2", "item_3")  # the items ordered: they run out within a few orders
 
 
 def order_lines(orders: int, seed: int) -> list[list[dict[str, Any]]]:
-    """The orders' lines: a scarce item (1-3), often with a plentiful one (first or last)."""
+    """The orders' lines: one or two of the scarce items, 1-3 of each, so that an order
+    often has a line that would fit beside one that does not (all or nothing)."""
     rng = random.Random(seed)
-    out = []
-    for _ in range(orders):
-        lines = [{"item_id": rng.choice(sorted(SCARCE)), "quantity": rng.randint(1, 3),
-                  "price": 1.0}]
-        if rng.random() < 0.6:
-            extra = {"item_id": PLENTIFUL, "quantity": 1, "price": 1.0}
-            lines = [extra, *lines] if rng.random() < 0.5 else [*lines, extra]
-        out.append(lines)
-    return out
+    return [[{"item_id": item, "quantity": rng.randint(1, 3), "price": 1.0}
+             for item in rng.sample(SCARCE, k=rng.randint(1, 2))] for _ in range(orders)]
 
 
 def stock_exhaustion(broker: Any = None, *, orders: int = 16, seed: int = 5,
@@ -101,7 +93,7 @@ def _stock_chart(initial: dict[str, int], inventory: dict[str, Any]) -> Figure:
     """Each scarce item's stock before and after: it may reach zero, never go below."""
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
-    names = sorted(SCARCE)
+    names = list(SCARCE)
     before = [initial.get(k, 0) for k in names]
     after = [int(inventory.get(k, {}).get("stock", 0)) for k in names]
     x = range(len(names))
