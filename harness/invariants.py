@@ -443,6 +443,13 @@ def _ids(ids: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
+# The bare fact of a broken invariant, for when a cause found from evidence explains it.
+_FACT_ONLY = {"lost": "{n} orders answered 201 were never notified ({ids})",
+              "valid_in_dlq": "{n} valid orders ended in the DLQ ({ids})",
+              "double_reservations": "{n} orders reserved stock twice ({ids})",
+              "duplicate_notifications": "{n} orders were notified more than once ({ids})"}
+
+
 def invariant_checks(scenario: str, tried: str, verdict: Verdict, *,
                      hints: dict[str, str] | None = None, chart: str | None = None,
                      only: tuple[str, ...] | None = None) -> list[Check]:
@@ -462,11 +469,13 @@ def invariant_checks(scenario: str, tried: str, verdict: Verdict, *,
         if not ids:
             happened = inv.held_words(c)
         else:
-            happened = inv.broken_words(ids, (hints or {}).get(key))
             found = explain(key, ids, verdict.facts)
-            if found is not None:
+            if found is None:  # no evidence of a cause: the scenario's own question
+                happened = inv.broken_words(ids, (hints or {}).get(key))
+            else:  # the cause the evidence names replaces any fixed hint
                 cause = found.key
-                happened += f". Evidence: {found.evidence}; {found.text}"
+                happened = (f"{inv.broken_words(ids, _FACT_ONLY.get(key))}. Evidence: "
+                            f"{found.evidence}. Likely cause: {found.text}")
         rows.append(Check(scenario, inv.name, tried, inv.expected, happened, not ids,
                           {"order_ids": ids[:20], "orders_placed": c.get("orders_placed"),
                            "notified": c.get("notified")}, chart, key, cause))

@@ -50,7 +50,9 @@ def _body(kind: str, t: str) -> bytes:
     if kind == "unknown_type":
         return _json(_order(oid, event_type="OrderTeleported"))
     if kind == "missing_fields":
-        order = _order(oid)
+        # The tag stays in the body (as the user id): a service that dead-letters the body
+        # alone, without the headers, still leaves the checker something to find.
+        order = _order(oid, user_id=oid)
         del order["order_id"], order["event_id"]
         return _json(order)
     if kind == "negative_quantity":

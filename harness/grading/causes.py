@@ -36,11 +36,14 @@ ADVICE = {
                        "restart came first: did you ack before the work was done, publish "
                        "without confirms, or publish transient messages?",
     "outcome_not_delivered": "the inventory decided these orders but their outcome never "
-                             "reached the notification: publish the outcome with confirms (and "
-                             "persistent), and ack the input only once the broker confirmed",
-    "consumer_stalled": "messages were still waiting for a consumer whose /health said ok: its "
-                        "consuming thread died or stopped; make /health fail when the consumer "
-                        "is gone, and never let a handler's exception end the consumer",
+                             "reached the notification: did you ack before the work was done? "
+                             "The work ends when the broker confirms the outcome: publish it "
+                             "persistent, with confirms, and ack the input only then",
+    "consumer_stalled": "messages were still waiting (or held unacked) for a consumer whose "
+                        "/health said ok: its consuming thread died or stopped, or a reconnect "
+                        "left the old connection open with its unacked deliveries; close the "
+                        "old connection before reconnecting, make /health fail when the "
+                        "consumer is gone, and never let one message end the consumer",
     "consumer_dead": "a consumer was not running (or not healthy) at the end: a service must "
                      "survive bad input and broker loss, and keep consuming",
     "never_processed": "these orders never reached the inventory's ledger and were never "

@@ -36,14 +36,28 @@ def broker_for(broker: Any) -> Iterator[Any]:
 def facts(run: Run, state: RunState) -> dict[str, Any]:
     """What the causes read besides the state: the fault timeline, health, deaths, and the
     messages still waiting in each consumed queue (a live but stalled consumer leaves some)."""
+    return {"timeline": list(run.timeline.rows), "health": dict(state.health),
+            "died": dict(run.died), "queues_left": queues_left(run)}
+
+
+def queues_left(run: Run) -> dict[str, int]:
+    """Messages each consumed queue still holds: ready and unacked (held by a consumer that
+    never settles them) where the management API tells, else ready only."""
+    if getattr(run.broker, "management_url", None):
+        from harness.brokers import management
+        try:
+            rows = management.queues(run.broker, run.lab.vhost or "/")
+            return {q["name"]: int(q.get("messages") or 0) for q in rows
+                    if q["name"] in topo.QUEUE_OWNERS}
+        except Exception as exc:  # then the passive declares below
+            log.debug("management queues: %s", exc)
     left: dict[str, int] = {}
     for queue in topo.QUEUE_OWNERS:
         try:
             left[queue] = amqp.depth(run.lab.amqp_url, queue)
         except Exception:  # a queue the implementation never declared: nothing waiting there
             continue
-    return {"timeline": list(run.timeline.rows), "health": dict(state.health),
-            "died": dict(run.died), "queues_left": left}
+    return left
 
 
 def judge(run: Run, state: RunState, accepted: list[str], **expect: Any) -> Verdict:
