@@ -5,9 +5,9 @@ scenario is a function `name(broker=None, *, out="runs", progress=True, impl=Non
 that returns a `ScenarioResult` and leaves a run folder; notebooks, the CLI and `grade` call
 the same functions. Without a broker, one is opened with `open_broker("auto")`.
 
-Black-box scenarios (baseline, backlog-drain, reconnect, duplicates, restart-idempotency,
-malformed, kill-9) take any implementation (`impl=` a spec path or harness.lab.impl.Impl);
-white-box ones (idempotency, crash-window, dlq, scale-out) use the lab's own knobs and refuse
+Black-box scenarios (baseline, stock-exhaustion, backlog-drain, reconnect, duplicates,
+broker-nacks, restart-idempotency, malformed, kill-9, chaos) take any implementation (`impl=`
+a spec path or harness.lab.impl.Impl); white-box ones (idempotency, crash-window, dlq, scale-out) use the lab's own knobs and refuse
 others.
 """
 
