@@ -122,3 +122,30 @@ def test_reconnect_loses_nothing_across_a_broker_restart(broker, tmp_path):
     assert s["lost"] == 0 and s["services_restarted"] is False
     assert all(n >= 1 for n in s["reconnects"].values())
     assert s["orders_placed"] + s["orders_refused_finally"] == 80
+
+
+def _naive_variant(tmp_path, old: str, new: str):
+    """examples/naive with one mistake written in (a real service, a real broker)."""
+    import shutil
+    from pathlib import Path
+    src = Path(__file__).resolve().parents[1] / "examples" / "naive"
+    dst = tmp_path / "variant"
+    shutil.copytree(src, dst)
+    inventory = dst / "inventory.py"
+    text = inventory.read_text()
+    assert old in text
+    inventory.write_text(text.replace(old, new))
+    return dst / "impl.toml"
+
+
+def test_an_inventory_that_never_checks_stock_is_caught_overselling(broker, tmp_path):
+    from harness.scenarios.stock_exhaustion import stock_exhaustion
+    impl = _naive_variant(tmp_path, 'if row["stock"] < line["quantity"]:',
+                          'if False:  # oversell: the stock is never checked')
+    result = stock_exhaustion(broker, orders=10, out=tmp_path, progress=False, impl=impl)
+    assert not result.valid
+    rows = {c.key: c for c in result.checks if c.key}
+    assert rows["stock_negative"].passed is False
+    assert rows["stock_negative"].cause == "no_stock_check"
+    assert rows["failed_iff_short"].passed is False
+    assert rows["lost"].passed is True  # every order was notified: only the outcome is wrong
