@@ -17,9 +17,17 @@ The record (what grade.py, summary.json and the chaos verdict read)::
     register_invariant(Invariant) -> Invariant
 
 A verdict carries, per judged key, the breaking ids: `Verdict.evidence[key] -> list[str]`
-(empty: held) and `Verdict.judged` (the keys it judged). `Invariant.broken(verdict)` reads
-them; `invariant_checks(scenario, tried, verdict, ...)` turns them into `Check` rows
-(`Check.cause` names the root cause found from evidence, see harness.grading.causes).
+(empty: held), `Verdict.judged` (the keys it judged) and `Verdict.facts` (what the causes
+read: DLQ copies, ledger, timeline, health, queues left). `Invariant.broken(verdict)` reads
+them; `invariant_checks(scenario, tried, verdict, ...)` turns them into `Check` rows.
+
+For the report card (harness/grading/grade.py):
+    Check(..., key=<invariant key or None>, cause=<harness.grading.causes key or None>)
+    card_verdict(checks) -> "PASSED" | "FAILED" | "INCOMPLETE"  (INCOMPLETE: a check could
+        not run, or a fault scenario, or a check marked evidence["incomplete"], was skipped)
+    harness.grading.causes.root_causes(checks) -> [(cause key, advice, [Check, ...])]: one
+        root cause once, with every check it broke
+summary.json holds "invariants" {key: {name, held, broken}} and "causes" (the same groups).
 
 Adding an invariant: one `register_invariant(...)` and its finder in `shared_findings` (or in
 the chaos checker for chaos-only ones).
