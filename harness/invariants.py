@@ -301,16 +301,24 @@ def wrong_outcomes(expected: dict[str, bool], ledger: dict[str, Any],
     return sorted(o for o, want in expected.items() if got.get(o) is not want)
 
 
-def shared_findings(*, accepted: list[str], inventory: dict[str, Any], ledger: dict[str, Any],
+def shared_findings(*, accepted: list[str], inventory: dict[str, Any],
+                    ledger: dict[str, Any] | None,
                     notifications: list[dict[str, Any]], dlq: list[dict[str, Any]],
                     orders: list[dict[str, Any]] | None = None,
                     expected_dead: Iterable[str] = (),
                     ledger_snapshots: list[list[dict[str, Any]]] | None = None,
                     must_stay_failed: Iterable[str] = (),
                     expected: dict[str, bool] | None = None) -> dict[str, list[str]]:
-    """Every SHARED invariant's breaking ids, judged the one way both checkers use."""
+    """Every SHARED invariant's breaking ids, judged the one way both checkers use.
+
+    An invariant whose evidence could not be read is left out, not passed: without a ledger
+    (None, or no "reservations": GET /reservations missing) nothing that reads the ledger,
+    without an inventory ({}: GET /inventory missing) nothing that reads the stock.
+    """
     dead = set(expected_dead)
-    reservations = ledger.get("reservations", [])
+    has_ledger = isinstance(ledger, dict) and isinstance(ledger.get("reservations"), list)
+    ledger = ledger if has_ledger else {"reservations": [], "outcomes": []}
+    reservations = ledger["reservations"]
     note_ids = [n["order_id"] for n in notifications]
     found = {
         "lost": sorted({o for o in accepted if o not in dead} - set(note_ids)),
@@ -325,6 +333,13 @@ def shared_findings(*, accepted: list[str], inventory: dict[str, Any], ledger: d
         "failed_flipped": flipped_failed(must_stay_failed, ledger, orders),
         "failed_iff_short": wrong_outcomes(expected, ledger, notifications) if expected else [],
     }
+    if not has_ledger:
+        for key in ("double_reservations", "stock_conserved", "outcomes_vs_ledger",
+                    "ledger_forgot", "failed_flipped"):
+            found.pop(key)
+    if not inventory:
+        found.pop("stock_conserved", None)
+        found.pop("stock_negative")
     return found
 
 
@@ -332,7 +347,7 @@ def check_run(
     *,
     accepted: list[str],
     inventory: dict[str, Any],
-    ledger: dict[str, Any],
+    ledger: dict[str, Any] | None,
     notifications: list[dict[str, Any]],
     dlq: list[dict[str, Any]],
     malformed_injected: int = 0,
@@ -359,7 +374,8 @@ def check_run(
                             notifications=notifications, dlq=dlq, orders=orders,
                             expected_dead=expected_dead, ledger_snapshots=ledger_snapshots,
                             must_stay_failed=must_stay_failed, expected=expected)
-    reservations = ledger.get("reservations", [])
+    ledger = ledger if isinstance(ledger, dict) else {}
+    reservations = ledger.get("reservations") or []
     notified_ids = [n["order_id"] for n in notifications]
     notified = set(notified_ids)
     dlq_ids = [dlq_order_id(m) for m in dlq]
@@ -382,20 +398,22 @@ def check_run(
         "lost": len(found["lost"]),
         "duplicate_notifications": sum(n - 1 for n in Counter(notified_ids).values() if n > 1),
         "double_reservations": len(doubles),
-        "stock_conserved": not found["stock_conserved"],
-        "stock_negative": len(found["stock_negative"]),
-        "outcomes_vs_ledger": len(found["outcomes_vs_ledger"]),
-        "ledger_forgot": len(found["ledger_forgot"]),
-        "failed_flipped": len(found["failed_flipped"]),
+        # None: not judged (the inventory or the ledger could not be read).
+        "stock_conserved": (not found["stock_conserved"]) if "stock_conserved" in found
+        else None,
+        "stock_negative": len(found.get("stock_negative", [])),
+        "outcomes_vs_ledger": len(found.get("outcomes_vs_ledger", [])),
+        "ledger_forgot": len(found.get("ledger_forgot", [])),
+        "failed_flipped": len(found.get("failed_flipped", [])),
         "failed_iff_short": len(found["failed_iff_short"]),
     }
     judged = dict(found)
     if allow_double_reservations:
-        judged.pop("double_reservations")
+        judged.pop("double_reservations", None)
     if not ledger_snapshots:
-        judged.pop("ledger_forgot")
+        judged.pop("ledger_forgot", None)
     if not must_stay_failed:
-        judged.pop("failed_flipped")
+        judged.pop("failed_flipped", None)
     if expected is None:
         judged.pop("failed_iff_short")
     problems = [f"{INVARIANTS[k].name}: {INVARIANTS[k].broken_words(ids)}"

@@ -333,3 +333,14 @@ def test_a_lost_order_behind_a_live_but_stalled_consumer_names_the_dead_thread()
     assert cause_of(v, "lost") == "consumer_stalled"
     v = judge(s, facts={"health": {"inventory": None}, "queues_left": {"order_placed": 1}})
     assert cause_of(v, "lost") == "consumer_dead"
+
+
+def test_what_could_not_be_read_is_not_judged_rather_than_passed():
+    """No GET /reservations (a contract gap): no ledger invariant passes by default."""
+    s = state()
+    v = check_run(accepted=s["accepted"], inventory={}, ledger=None,
+                  notifications=s["notifications"], dlq=[])
+    assert set(v.judged) == {"lost", "duplicate_notifications", "valid_in_dlq"}
+    assert v.valid and v.counts["stock_conserved"] is None
+    rows = invariant_checks("x", "tried", v)
+    assert {r.key for r in rows} == {"lost", "duplicate_notifications", "valid_in_dlq"}

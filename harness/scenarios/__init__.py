@@ -7,8 +7,8 @@ the same functions. Without a broker, one is opened with `open_broker("auto")`.
 
 Black-box scenarios (baseline, stock-exhaustion, backlog-drain, reconnect, duplicates,
 broker-nacks, restart-idempotency, malformed, kill-9, chaos) take any implementation (`impl=`
-a spec path or harness.lab.impl.Impl); white-box ones (idempotency, crash-window, dlq, scale-out) use the lab's own knobs and refuse
-others.
+a spec path or harness.lab.impl.Impl); white-box ones (idempotency, crash-window, dlq,
+scale-out) use the lab's own knobs and refuse others.
 """
 
 from __future__ import annotations
