@@ -229,12 +229,36 @@ def test_each_invariant_alone_makes_the_run_invalid(how):
     assert set(others) <= allowed.get(how, set()), (how, others, verdict.problems)
 
 
-def test_every_retried_503_counts_even_when_the_order_got_through():
+def test_a_retried_503_is_the_contracts_answer_reported_not_judged():
+    """POST /order answers 503 "retry" while the broker is away (direct mode): no finding."""
     obs = copy.deepcopy(_good())
     _break(obs, "http_503")
     verdict = check_chaos(obs)
-    assert verdict.counts["http_5xx"] == 1 and verdict.counts["gave_up"] == 0
-    assert not verdict.valid
+    assert verdict.valid, verdict.problems
+    assert verdict.counts["http_5xx"] == 0 and verdict.counts["answered_503"] == 1
+
+
+def test_a_503_that_never_gave_way_is_a_request_given_up():
+    obs = copy.deepcopy(_good())
+    obs.requests.append(ClientRequest("key-D", "u-D", [], [503] * 5, []))
+    verdict = check_chaos(obs)
+    assert not verdict.valid and verdict.evidence["gave_up"] == ["key-D"]
+    assert not verdict.evidence["http_5xx"]
+
+
+def test_an_order_service_that_leaves_order_status_unconsumed_is_not_failed_for_it():
+    """order_status is optional: statuses stay PENDING and its queue fills, by design."""
+    obs = copy.deepcopy(_good())
+    for found in obs.lookups.values():
+        found["status"] = "PENDING"
+    obs.queues_left["order_status"] = 3
+    verdict = check_chaos(obs)
+    assert verdict.valid, verdict.problems
+    assert verdict.counts["status_consumed"] is False
+    # One status the service did update: it consumes, and a stale one is a finding again.
+    obs.lookups["C"]["status"] = "FAILED"
+    verdict = check_chaos(obs)
+    assert verdict.evidence["status_mismatch"] == ["A", "B"]
 
 
 def test_a_409_key_in_progress_that_the_client_retried_is_no_error():
