@@ -98,13 +98,15 @@ def _dead_consumers(facts: dict[str, Any]) -> list[str]:
 
 
 def _dlq_reasons(facts: dict[str, Any], ids: list[str]) -> dict[str, str]:
-    """Order id -> the reason of its DLQ copy, for the given orders."""
+    """Order id -> the reason of its DLQ copy (with its delivery attempts), for the orders."""
     wanted = set(ids)
     out = {}
     for m in facts.get("dlq") or []:
         oid = dlq_order_id(m)
         if oid in wanted:
-            out.setdefault(oid, str(m.get("reason") or "no reason"))
+            attempts = m.get("attempts")
+            tried = f" after {attempts} attempts" if isinstance(attempts, int) and attempts else ""
+            out.setdefault(oid, str(m.get("reason") or "no reason")[:160] + tried)
     return out
 
 
@@ -121,10 +123,10 @@ def _explain_lost(ids: list[str], facts: dict[str, Any]) -> Cause | None:
         if clash:
             oid, reason = next(iter(clash.items()))
             return _cause("pk_duplicate", f"{len(clash)} of them in the DLQ with a key clash "
-                                          f"({oid}: {reason[:120]})")
+                                          f"({oid}: {reason})")
         oid, reason = next(iter(reasons.items()))
         return _cause("dead_lettered", f"{len(reasons)} of them in the DLQ ({oid}: "
-                                       f"{reason[:120]})")
+                                       f"{reason})")
     dead = _dead_consumers(facts)
     if dead:
         return _cause("consumer_dead", f"not running or not healthy at the end: {dead}")
@@ -160,10 +162,10 @@ def explain(key: str, ids: list[str], facts: dict[str, Any]) -> Cause | None:
         clash = {o: r for o, r in reasons.items() if _KEY_CLASH.search(r)}
         if clash:
             oid, reason = next(iter(clash.items()))
-            return _cause("pk_duplicate", f"DLQ reason for {oid}: {reason[:120]}")
+            return _cause("pk_duplicate", f"DLQ reason for {oid}: {reason}")
         if reasons:
             oid, reason = next(iter(reasons.items()))
-            return _cause("dead_lettered", f"DLQ reason for {oid}: {reason[:120]}")
+            return _cause("dead_lettered", f"DLQ reason for {oid}: {reason}")
         return None
     if key == "double_reservations":
         kills = [k for k in _kills(facts) if "inventory" in k or "broker" in k]
