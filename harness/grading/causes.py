@@ -61,6 +61,8 @@ ADVICE = {
                                "already notified (RabbitMQ redelivers)",
     "no_stock_check": "the inventory reserved more than it had: check the stock of every line "
                       "before reserving, in the same transaction",
+    "wrong_failure": "an order's outcome is not the one its stock called for: fail an order "
+                     "only when one of its own lines is short, and then keep none of it",
     "partial_reservation": "a FAILED order kept the stock of some lines: reserve all lines or "
                            "none (one transaction, rolled back when a line is short)",
     "outcome_without_ledger": "an order is RESERVED (or notified so) with no line in the "
@@ -181,7 +183,8 @@ def explain(key: str, ids: list[str], facts: dict[str, Any]) -> Cause | None:
                     if v.get("stock", 0) < 0]
         if key == "stock_negative" or negative:
             return _cause("no_stock_check", f"stock below zero for {negative or ids}")
-        return None
+        return _cause("wrong_failure", f"order {ids[0]} FAILED although the stock of its "
+                                       "lines was there (or it was reserved when it was not)")
     if key == "outcomes_vs_ledger":
         ledger = facts.get("ledger") or {}
         failed = {o["order_id"] for o in ledger.get("outcomes", []) if o.get("reserved") is False}
