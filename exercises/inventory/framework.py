@@ -11,6 +11,7 @@ Settings (environment): AMQP_URL, PORT, DATA_DIR, INITIAL_STOCK (a number: every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -139,6 +140,10 @@ class Consumer:
             except pika.exceptions.AMQPError as exc:
                 log.warning("broker lost (%s); reconnecting in %.1f s",
                             exc.__class__.__name__, delay)
+                # A nack leaves the connection open: close it, or the deliveries it holds
+                # unacked stay with it for ever instead of coming back to the queue.
+                with contextlib.suppress(Exception):
+                    conn.close()
                 time.sleep(delay)
                 delay = min(delay * 2, 5)
 
