@@ -114,10 +114,15 @@ def keep_logs(service_dir: Path, run_dir: Path) -> None:
         shutil.copy(log, logs / log.name)
 
 
-def combined_report(results: list[ScenarioResult], out_dir: Path) -> Path:
-    """One Markdown page that links every scenario's verdict and charts."""
+def combined_report(results: list[ScenarioResult], out_dir: Path,
+                    skipped: list[str] | None = None) -> Path:
+    """One Markdown page that links every scenario's verdict and charts; INCOMPLETE (not
+    valid) when a fault scenario was skipped."""
+    verdict = ("INVALID" if any(not r.valid for r in results)
+               else "INCOMPLETE" if skipped else "VALID")
     lines = ["# rabbit-lab: every scenario", "",
              f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.", "",
+             f"**{verdict}**" + (f": skipped {', '.join(skipped)}" if skipped else ""), "",
              "| scenario | verdict | run folder |", "|---|---|---|"]
     for r in results:
         rel = r.run_dir.relative_to(out_dir) if r.run_dir else "-"

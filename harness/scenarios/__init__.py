@@ -47,7 +47,7 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
     """Every registered scenario in sequence on one broker, then one combined report."""
     from harness.scenarios.common import broker_for
     parent = run_folder(out, "all")
-    results = []
+    results, skipped = [], []
     with broker_for(broker) as b:
         bar = tqdm(registry.scenarios().values(), desc="scenarios", disable=not progress)
         for sc in bar:
@@ -55,6 +55,7 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
             if sc.needs_restartable_broker and not b.can_stop:
                 log.warning("skipping %s: it restarts the broker, and a %s broker cannot be "
                             "restarted by the harness", sc.name, b.provider)
+                skipped.append(f"{sc.name} (needs a broker the harness can restart)")
                 continue
             if sc.needs_cluster and len(b.nodes) < 3:
                 log.warning("skipping %s: it needs a 3-node cluster (--broker local-cluster)",
@@ -64,4 +65,4 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
             if orders is not None and sc.accepts_orders:
                 kwargs["orders"] = orders
             results.append(sc.function(b, **kwargs))
-    return results, combined_report(results, parent)
+    return results, combined_report(results, parent, skipped=skipped)
