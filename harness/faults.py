@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import itertools
 from typing import Any
 
 from harness import amqp
+from harness.chaos.messages import TAUGHT, malformed_message
 from harness.observe import Timeline
-from lab_services import events
-from lab_services.events import MAX_EVENT_BYTES
 
-# The kinds of malformed message the lab teaches, and a body for each.
-MALFORMED: dict[str, bytes] = {
-    "not_json": b"not valid json at all",
-    "missing_fields": json.dumps({"event_type": "OrderPlaced", "user_id": "x"}).encode(),
-    "wrong_types": json.dumps({
-        "event_id": "e-wrong", "event_type": "OrderPlaced", "timestamp": events.now_iso(),
-        "order_id": "ORD-WRONG-TYPES", "user_id": "x",
-        "items": [{"item_id": "item_1", "quantity": "two", "price": 10.0}],
-        "total_amount": 20.0}).encode(),
-    "unknown_type": json.dumps({
-        "event_id": "e-unknown", "event_type": "OrderTeleported", "timestamp": events.now_iso(),
-        "order_id": "ORD-UNKNOWN", "items": []}).encode(),
-    "oversize": b'{"event_type":"OrderPlaced","padding":"' + b"x" * (MAX_EVENT_BYTES + 1) + b'"}',
-}
+# The kinds of malformed message the lab teaches, and a body for each: a view of the one
+# catalogue (harness.chaos.messages), not a second one.
+MALFORMED: dict[str, bytes] = {kind: malformed_message(kind, 0)[0] for kind in TAUGHT}
 
 
 class Faults:
@@ -31,16 +19,34 @@ class Faults:
 
     def __init__(self, lab: Any, broker: Any, timeline: Timeline) -> None:
         self.lab, self.broker, self.timeline = lab, broker, timeline
+        # GET /reservations rows taken before each stop, kill or restart: what the ledger
+        # held then must still be there at the end (harness.invariants' ledger_forgot).
+        self.ledger_snapshots: list[list[dict[str, Any]]] = []
+        self._tags = itertools.count(1)  # each malformed message's tag number
+
+    def snapshot_ledger(self) -> None:
+        """Keep the inventory's ledger as it is now, if it can be read (else nothing)."""
+        svc = self.lab.services.get("inventory")
+        if svc is None or not svc.running:
+            return
+        try:
+            rows = self.lab.reservations().get("reservations")
+        except Exception:  # a missing endpoint or a dying service: no snapshot, no verdict
+            return
+        if isinstance(rows, list):
+            self.ledger_snapshots.append(rows)
 
     # ---- services -----------------------------------------------------------------------
 
     def stop_service(self, name: str) -> None:
         """Stop a service gracefully (SIGTERM)."""
+        self.snapshot_ledger()
         self.timeline.record("stop", name, "SIGTERM")
         self.lab.stop(name)
 
     def kill_service(self, name: str) -> None:
         """Kill a service (SIGKILL), as a crash would."""
+        self.snapshot_ledger()
         self.timeline.record("kill", name, "SIGKILL")
         self.lab.kill(name)
 
@@ -51,6 +57,7 @@ class Faults:
 
     def restart_service(self, name: str, env: dict[str, str] | None = None) -> None:
         """Restart a service (SIGTERM, then start) and wait until it is healthy."""
+        self.snapshot_ledger()
         self.timeline.record("restart", name, "SIGTERM + start")
         self.lab.restart(name, env)
 
@@ -62,11 +69,13 @@ class Faults:
 
     def stop_broker(self) -> None:
         """Stop the broker gracefully."""
+        self.snapshot_ledger()
         self.timeline.record("stop", "broker", "graceful")
         self.broker.stop()
 
     def kill_broker(self) -> None:
         """Kill the broker hard (SIGKILL to its process group / container kill)."""
+        self.snapshot_ledger()
         self.timeline.record("kill", "broker", "SIGKILL")
         self.broker.kill()
 
@@ -84,6 +93,7 @@ class Faults:
         amqp.republish_order(self.lab.amqp_url, event, same_event_id=same_event_id)
 
     def malformed(self, kind: str) -> None:
-        """Publish one malformed message of a kind from MALFORMED to order_events."""
-        self.timeline.record("inject malformed", kind, f"{len(MALFORMED[kind])} bytes")
-        amqp.publish_raw(self.lab.amqp_url, MALFORMED[kind])
+        """Publish one malformed message of a catalogue kind to order_events, tagged."""
+        body, props = malformed_message(kind, next(self._tags))
+        self.timeline.record("inject malformed", kind, f"{len(body)} bytes")
+        amqp.publish_raw(self.lab.amqp_url, body, properties=props)

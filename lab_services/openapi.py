@@ -16,9 +16,8 @@ import sys
 from typing import Any
 
 from lab_services import events
-from lab_services.settings import DEFAULT_PORTS
+from lab_services.contract import DEFAULT_PORTS, SERVICES
 
-SERVICES = ("order", "inventory", "notification")
 OPENAPI_VERSION = "3.0.3"
 
 

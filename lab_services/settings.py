@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pika
 
+from lab_services.contract import DEFAULT_PORTS, QUEUE_TYPES  # noqa: F401  (re-exported)
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 # sqlite: one transaction holds reservation, processed record and outcome; a redelivery
@@ -24,7 +26,6 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 IDEMPOTENCY_MODES = ("sqlite", "skip", "memory", "off")
 # outbox: order and event commit together; a relay publishes. direct: publish, then store.
 ORDER_PUBLISH_MODES = ("outbox", "direct")
-QUEUE_TYPES = ("classic", "quorum")
 # FULL: a committed reservation survives a power cut (the broker fsyncs before it confirms,
 # so the store should not be weaker). NORMAL: survives a process crash only.
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
@@ -154,9 +155,6 @@ class Settings:
     inventory: InventorySettings
     order: OrderSettings
     log_level: str = "INFO"
-
-
-DEFAULT_PORTS = {"order": 5001, "inventory": 5002, "notification": 5003}
 
 
 MAX_STOCK = 10 ** 9

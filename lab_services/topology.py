@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab_services.contract import QUEUE_TYPES
+
 ORDER_EVENTS = "order_events"
 INVENTORY_EVENTS = "inventory_events"
 DEAD_LETTERS = "dead_letters"
@@ -36,7 +38,12 @@ KEY_INVENTORY_FAILED = "inventory.failed"
 SUFFIX_NOTIFICATION = "notification"
 SUFFIX_STATUS = "status"
 
-QUEUE_TYPES = ("classic", "quorum")
+# Which service consumes each work queue (a retry tier belongs to the queue it feeds); the
+# DLQ is nobody's. A queue added without an owner is the DLQ's kind: read, never drained.
+QUEUE_OWNERS = {QUEUE_ORDER_PLACED: "inventory", QUEUE_INVENTORY_RESERVED: "notification",
+                QUEUE_INVENTORY_FAILED: "notification", QUEUE_ORDER_STATUS: "order"}
+# Queues an implementation may leave unconsumed (the contract calls them optional).
+OPTIONAL_QUEUES = frozenset({QUEUE_ORDER_STATUS})
 
 # Retry tiers for a handler failure that persists: attempt n waits RETRY_DELAYS_MS[n-1] in
 # its own queue (one TTL per queue, so no message waits behind a longer one), then the
@@ -65,6 +72,16 @@ class Queue:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     durable: bool = True
+
+    @property
+    def owner(self) -> str | None:
+        """The service that consumes this queue (None for the DLQ)."""
+        return owner_of(self.name)
+
+
+def owner_of(queue: str) -> str | None:
+    """The service that consumes a queue (a retry tier: its work queue's), or None."""
+    return QUEUE_OWNERS.get(queue.split(".retry.")[0])
 
 
 @dataclass(frozen=True)

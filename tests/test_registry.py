@@ -12,7 +12,7 @@ from harness.scenarios import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 BLACK_BOX = {"baseline", "backlog-drain", "reconnect", "duplicates", "restart-idempotency",
-             "malformed", "kill-9", "chaos"}
+             "malformed", "kill-9", "chaos", "stock-exhaustion", "broker-nacks"}
 
 
 def test_the_registry_knows_every_scenario_and_which_are_black_box():

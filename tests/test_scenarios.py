@@ -26,6 +26,31 @@ def test_baseline_notifies_every_order(broker, tmp_path):
     assert {"orders.csv", "notifications.csv", "latency.csv", "queue_depth.csv",
             "queue_depth.png", "latency_cdf.png", "faults.csv"} <= set(s["files"])
     assert (result.run_dir / "logs" / "inventory.log").exists()
+    # The invalid requests were refused with the contract's statuses, and published nothing.
+    probe = {c["name"]: c for c in s["checks"]}
+    assert probe["invalid requests refused"]["passed"] is True
+    assert probe["invalid requests publish nothing"]["passed"] is True
+    assert set(probe["invalid requests refused"]["evidence"]["answers"].values()) == {
+        400, 413, 415}
+
+
+def test_stock_runs_out_and_orders_fail_exactly_when_short(broker, tmp_path):
+    from harness.scenarios.stock_exhaustion import stock_exhaustion
+    result = stock_exhaustion(broker, orders=10, out=tmp_path, progress=False)
+    assert result.valid, result.verdict.problems
+    s = summary_of(result)
+    assert s["failed"] > 0 and s["reserved"] > 0 and s["lost"] == 0
+    by_key = {c["key"]: c["passed"] for c in s["checks"] if c["key"]}
+    assert by_key["failed_iff_short"] and by_key["stock_negative"]
+
+
+def test_orders_survive_the_broker_nacking_their_outcomes(broker, tmp_path):
+    from harness.scenarios.broker_nacks import broker_nacks
+    result = broker_nacks(broker, orders=8, out=tmp_path, progress=False)
+    assert result.valid, result.verdict.problems
+    # The refusal bit: the lab's inventory saw its outcomes refused, and published again.
+    assert "refused an output" in (result.run_dir / "logs" / "inventory.log").read_text()
+    assert summary_of(result)["notified"] == 8
 
 
 def test_backlog_rises_while_inventory_is_down_and_drains_to_zero(broker, tmp_path):
@@ -97,3 +122,30 @@ def test_reconnect_loses_nothing_across_a_broker_restart(broker, tmp_path):
     assert s["lost"] == 0 and s["services_restarted"] is False
     assert all(n >= 1 for n in s["reconnects"].values())
     assert s["orders_placed"] + s["orders_refused_finally"] == 80
+
+
+def _naive_variant(tmp_path, old: str, new: str):
+    """examples/naive with one mistake written in (a real service, a real broker)."""
+    import shutil
+    from pathlib import Path
+    src = Path(__file__).resolve().parents[1] / "examples" / "naive"
+    dst = tmp_path / "variant"
+    shutil.copytree(src, dst)
+    inventory = dst / "inventory.py"
+    text = inventory.read_text()
+    assert old in text
+    inventory.write_text(text.replace(old, new))
+    return dst / "impl.toml"
+
+
+def test_an_inventory_that_never_checks_stock_is_caught_overselling(broker, tmp_path):
+    from harness.scenarios.stock_exhaustion import stock_exhaustion
+    impl = _naive_variant(tmp_path, 'if row["stock"] < line["quantity"]:',
+                          'if False:  # oversell: the stock is never checked')
+    result = stock_exhaustion(broker, orders=10, out=tmp_path, progress=False, impl=impl)
+    assert not result.valid
+    rows = {c.key: c for c in result.checks if c.key}
+    assert rows["stock_negative"].passed is False
+    assert rows["stock_negative"].cause == "no_stock_check"
+    assert rows["failed_iff_short"].passed is False
+    assert rows["lost"].passed is True  # every order was notified: only the outcome is wrong

@@ -63,3 +63,16 @@ def publish(broker: Any, vhost: str, exchange: str, routing_key: str, body: byte
 def overview(broker: Any) -> dict[str, Any]:
     """The broker's overview document (version, totals)."""
     return _api(broker, "GET", "/overview").json()
+
+
+def set_policy(broker: Any, vhost: str, name: str, pattern: str, definition: dict[str, Any],
+               apply_to: str = "queues", priority: int = 100) -> None:
+    """Set (or replace) a policy on a vhost, e.g. {"max-length": 0, "overflow": ...}."""
+    _api(broker, "PUT", f"/policies/{quote(vhost, safe='')}/{quote(name, safe='')}",
+         json={"pattern": pattern, "definition": definition, "apply-to": apply_to,
+               "priority": priority})
+
+
+def clear_policy(broker: Any, vhost: str, name: str) -> None:
+    """Delete a policy from a vhost."""
+    _api(broker, "DELETE", f"/policies/{quote(vhost, safe='')}/{quote(name, safe='')}")

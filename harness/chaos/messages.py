@@ -1,4 +1,7 @@
-"""Hostile messages for order.placed, each tagged so that the checker finds it in the DLQ.
+"""The malformed-message catalogue: hostile messages for order.placed, each tagged so that
+the checker finds it in the DLQ. The one catalogue: the chaos flood draws from `KINDS`, the
+malformed and dlq scenarios (through harness.faults) publish the `TAUGHT` ones, and a new
+kind is one branch of `_body` plus its name in `KINDS`.
 
 Every kind is a message a careless or hostile publisher could send. Each carries its tag
 twice: as `message_id` and in the `x-chaos-tag` header, because a body may not survive
@@ -40,15 +43,17 @@ def _json(value: Any) -> bytes:
 
 def _body(kind: str, t: str) -> bytes:
     oid = f"ORD-{t}"
-    if kind == "bad_json":
+    if kind == "not_json":
         return b'{"event_type": "OrderPlaced", "order_id": "' + oid.encode() + b'", oops'
     if kind == "not_object":
         return _json([oid, "OrderPlaced", 1])
     if kind == "unknown_type":
         return _json(_order(oid, event_type="OrderTeleported"))
-    if kind == "missing_order_id":
-        order = _order(oid)
-        del order["order_id"]
+    if kind == "missing_fields":
+        # The tag stays in the body (as the user id): a service that dead-letters the body
+        # alone, without the headers, still leaves the checker something to find.
+        order = _order(oid, user_id=oid)
+        del order["order_id"], order["event_id"]
         return _json(order)
     if kind == "negative_quantity":
         return _json(_order(oid, items=[{"item_id": "item_1", "quantity": -3, "price": 10.0}]))
@@ -75,18 +80,22 @@ def _body(kind: str, t: str) -> bytes:
                 + b'", "items": ' + b"[" * depth + b"]" * depth + b"}")
     if kind == "invalid_utf8":
         return b'{"event_type": "OrderPlaced", "order_id": "' + oid.encode() + b'\xff\xfe\xc3"}'
-    if kind == "wrong_type":
-        return _json(_order(oid, items=[{"item_id": 42, "quantity": "two", "price": "ten"}],
-                            total_amount="lots"))
+    if kind == "wrong_types":
+        return _json(_order(oid, items=[{"item_id": "item_1", "quantity": "two",
+                                         "price": "ten"}], total_amount="lots"))
     raise ValueError(f"unknown malformed kind {kind!r}")
 
 
 # Every kind the flood draws from (at least eight, as the lab promises).
 KINDS: tuple[str, ...] = (
-    "bad_json", "not_object", "unknown_type", "missing_order_id", "negative_quantity",
+    "not_json", "not_object", "unknown_type", "missing_fields", "negative_quantity",
     "huge_quantity", "quantity_1e308", "oversize", "long_order_id", "float_header",
-    "long_message_id", "deep_nesting", "invalid_utf8", "wrong_type",
+    "long_message_id", "deep_nesting", "invalid_utf8", "wrong_types",
 )
+# The kinds the malformed and dlq scenarios publish, one each: the lab's lesson on what a
+# consumer must refuse (any AMQP client can send them, so any implementation can be tested).
+TAUGHT: tuple[str, ...] = ("not_json", "missing_fields", "wrong_types", "unknown_type",
+                           "oversize")
 
 
 def malformed_message(kind: str, n: int) -> tuple[bytes, pika.BasicProperties]:

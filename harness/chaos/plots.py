@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.chaos.check import INVARIANTS
+from harness.chaos.check import JUDGED
 from harness.chaos.schedule import MEMORY_ALARM, MEMORY_CLEAR
 from harness.invariants import Verdict
 from harness.reporting import plots
@@ -93,11 +93,11 @@ def outcome_table(verdict: Verdict, timeline: pd.DataFrame) -> Figure:
     """The checker's counts as a table (red where non-zero), with the faults listed."""
     fig = Figure(figsize=(9, 4.5))
     ax_t, ax_f = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    rows = [[name, str(verdict.counts.get(name))] for name in INVARIANTS]
+    rows = [[name, str(verdict.counts.get(name))] for name in JUDGED]
     table = ax_t.table(cellText=rows, colLabels=["invariant", "count"], loc="center",
                        cellLoc="left")
-    for i, name in enumerate(INVARIANTS, start=1):
-        bad = bool(verdict.counts.get(name))
+    for i, name in enumerate(JUDGED, start=1):
+        bad = bool(verdict.evidence.get(name))
         table[i, 1].set_facecolor("#f4b6b6" if bad else "#c8e6c9")
     table.scale(1, 1.3)
     ax_t.axis("off")

@@ -16,8 +16,7 @@ from typing import Any
 
 from harness.chaos.messages import KINDS
 from lab_services import topology as topo
-
-SERVICES = ("order", "inventory", "notification")
+from lab_services.contract import SERVICES
 
 # The actions a schedule is drawn from. Kills come with the matching start row, the
 # memory alarm with the row that clears it: every row is one thing done at one time.

@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from lab_services import contract as facts
 from lab_services import topology as topo
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
@@ -38,11 +39,28 @@ def topology_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def services_markdown() -> str:
+    """The services: default port, queues consumed, events published, HTTP endpoints."""
+    from lab_services import openapi
+    lines = ["| service | default port | consumes | publishes | HTTP |", "|---|---|---|---|---|"]
+    for service in facts.SERVICES:
+        consumed = [f"`{q}`" + (" (optional: to update an order's status)"
+                                if q in topo.OPTIONAL_QUEUES else "")
+                    for q, owner in topo.QUEUE_OWNERS.items() if owner == service]
+        http = [f"`{m.upper()} {p}`" for p, ops in openapi.document(service)["paths"].items()
+                for m in ops]
+        lines.append(f"| {service} | {facts.DEFAULT_PORTS[service]} | "
+                     f"{', '.join(consumed) or '-'} | "
+                     f"{', '.join(f'`{e}`' for e in facts.PUBLISHES[service]) or '-'} | "
+                     f"{', '.join(http)} |")
+    return "\n".join(lines) + "\n"
+
+
 def endpoints_markdown() -> str:
     """Every service's endpoints and status codes, from the lab's OpenAPI documents."""
     from lab_services import openapi
     lines = ["| service | endpoint | what | status codes |", "|---|---|---|---|"]
-    for service in openapi.SERVICES:
+    for service in facts.SERVICES:
         for path, ops in openapi.document(service)["paths"].items():
             for method, op in ops.items():
                 codes = ", ".join(sorted(op.get("responses", {})))
@@ -61,8 +79,8 @@ def scenarios_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-GENERATORS = {"topology": topology_markdown, "scenarios": scenarios_markdown,
-              "endpoints": endpoints_markdown}
+GENERATORS = {"services": services_markdown, "topology": topology_markdown,
+              "scenarios": scenarios_markdown, "endpoints": endpoints_markdown}
 
 
 def render(text: str) -> str:

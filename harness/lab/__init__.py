@@ -31,6 +31,7 @@ from harness.brokers.base import Broker
 from harness.lab.impl import SERVICES, Impl, render, resolve
 from harness.ports import free_ports, port_free
 from harness.waiting import WaitTimeout, wait_until
+from lab_services.contract import DEFAULT_PORTS  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def _close_live_labs() -> None:
         with contextlib.suppress(Exception):
             lab.close()
 
-
-DEFAULT_PORTS = {"order": 5001, "inventory": 5002, "notification": 5003}
 
 
 def with_vhost(amqp_url: str, vhost: str) -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SERVICES = ("order", "inventory", "notification")
+from lab_services.contract import SERVICES
 
 PLACEHOLDERS = {
     "amqp_url": "the broker URL, with the implementation's vhost",

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.invariants import Check, Verdict
+from harness.invariants import INVARIANTS, Check, Verdict
 
 
 def run_folder(out: str | Path, scenario: str) -> Path:
@@ -66,7 +66,12 @@ class ScenarioResult:
         plain = self.summary.to_dict() if hasattr(self.summary, "to_dict") else self.summary
         summary = {**plain, "verdict": self.verdict.to_dict(),
                    "valid": self.verdict.valid,
+                   # Every invariant judged, from the one record: held or the ids breaking it.
+                   "invariants": {k: {"name": INVARIANTS[k].name, "held": not ids,
+                                      "broken": list(ids)[:20]}
+                                  for k, ids in self.verdict.evidence.items() if k in INVARIANTS},
                    "checks": [c.to_dict() for c in self.checks],
+                   "causes": _causes(self.checks),
                    "files": sorted(p.name for p in run_dir.iterdir() if p.is_file())}
         (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
         self.run_dir = run_dir
@@ -94,6 +99,13 @@ class ScenarioResult:
         return f"**{self.name}: {mark}**{problems}\n\n| measure | value |\n|---|---|\n{rows}\n"
 
 
+def _causes(checks: list[Check]) -> list[dict[str, Any]]:
+    """The root causes the failed checks point to, each once with the checks it broke."""
+    from harness.grading.causes import root_causes
+    return [{"cause": key, "advice": advice, "checks": [c.name for c in rows]}
+            for key, advice, rows in root_causes(checks)]
+
+
 def keep_logs(service_dir: Path, run_dir: Path) -> None:
     """Copy the services' log files into the run folder."""
     logs = run_dir / "logs"
@@ -103,11 +115,16 @@ def keep_logs(service_dir: Path, run_dir: Path) -> None:
 
 
 def combined_report(results: list[ScenarioResult], out_dir: Path, *,
-                    took_s: Mapping[str, float] | None = None) -> Path:
-    """One Markdown page that links every scenario's verdict, time taken and charts."""
+                    took_s: Mapping[str, float] | None = None,
+                    skipped: list[str] | None = None) -> Path:
+    """One Markdown page that links every scenario's verdict, time taken and charts;
+    INCOMPLETE (not valid) when a fault scenario was skipped."""
     took_s = took_s or {}
+    verdict = ("INVALID" if any(not r.valid for r in results)
+               else "INCOMPLETE" if skipped else "VALID")
     lines = ["# rabbit-lab: every scenario", "",
              f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.", "",
+             f"**{verdict}**" + (f": skipped {', '.join(skipped)}" if skipped else ""), "",
              "| scenario | verdict | took | run folder |", "|---|---|---|---|"]
     for r in results:
         rel = r.run_dir.relative_to(out_dir) if r.run_dir else "-"

@@ -5,10 +5,10 @@ scenario is a function `name(broker=None, *, out="runs", progress=True, impl=Non
 that returns a `ScenarioResult` and leaves a run folder; notebooks, the CLI and `grade` call
 the same functions. Without a broker, one is opened with `open_broker("auto")`.
 
-Black-box scenarios (baseline, backlog-drain, reconnect, duplicates, restart-idempotency,
-malformed, kill-9) take any implementation (`impl=` a spec path or harness.lab.impl.Impl);
-white-box ones (idempotency, crash-window, dlq, scale-out) use the lab's own knobs and refuse
-others.
+Black-box scenarios (baseline, stock-exhaustion, backlog-drain, reconnect, duplicates,
+broker-nacks, restart-idempotency, malformed, kill-9, chaos) take any implementation (`impl=`
+a spec path or harness.lab.impl.Impl); white-box ones (idempotency, crash-window, dlq,
+scale-out) use the lab's own knobs and refuse others.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
     """
     from harness.scenarios.common import broker_for
     parent = run_folder(out, "all")
-    results, took = [], {}
+    results, took, skipped = [], {}, []
     with broker_for(broker) as b:
         bar = tqdm(registry.scenarios().values(), desc="scenarios", disable=not progress)
         for sc in bar:
@@ -60,6 +60,7 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
             if sc.needs_restartable_broker and not b.can_stop:
                 log.warning("skipping %s: it restarts the broker, and a %s broker cannot be "
                             "restarted by the harness", sc.name, b.provider)
+                skipped.append(f"{sc.name} (needs a broker the harness can restart)")
                 continue
             if sc.needs_cluster and len(b.nodes) < 3:
                 log.warning("skipping %s: it needs a 3-node cluster (--broker local-cluster)",
@@ -72,4 +73,4 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
             started = time.monotonic()
             results.append(sc.function(b, **kwargs))
             took[sc.name] = time.monotonic() - started
-    return results, combined_report(results, parent, took_s=took)
+    return results, combined_report(results, parent, took_s=took, skipped=skipped)

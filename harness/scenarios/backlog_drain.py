@@ -15,7 +15,7 @@ from harness.observe import latency_frame, percentiles
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
-from harness.scenarios.common import PLENTY, broker_for, finish
+from harness.scenarios.common import PLENTY, accepted_ids, broker_for, finish, judge
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import DrainSummary
 from lab_services import events
@@ -90,7 +90,7 @@ def backlog_drain(broker: Any = None, *, orders: int = 500, rate: float = 250.0,
         run.wait_depth(topo.QUEUE_ORDER_PLACED, lambda n: n == 0, 10, "order_placed empty")
         run.hold(0.5)  # a few more samples, so the chart shows the queue at rest
         state = run.collect()
-        verdict = run.judge(load, state)
+        verdict = judge(run, state, accepted_ids(load))
         frames = run.frames(load, state)
         drained = drain_stats(state.notifications, set(accepted), restart_wall)
         lat = frames["latency"]

@@ -25,18 +25,12 @@ import requests
 
 from harness import amqp
 from harness.brokers import management as admin
-from harness.chaos.check import (
-    INVARIANTS,
-    ChaosObservation,
-    ClientRequest,
-    check_chaos,
-    owner_of,
-)
+from harness.chaos.check import JUDGED, ChaosObservation, ClientRequest, check_chaos
 from harness.chaos.inject import FaultRunner, Injector
 from harness.chaos.messages import KINDS, VIA_MANAGEMENT, tag, tag_of
 from harness.chaos.plots import depth_per_queue, latency_over_time, mark_chaos, outcome_table
 from harness.chaos.schedule import ScheduleSpec, draw_schedule, flood_messages, write_schedule
-from harness.invariants import Verdict
+from harness.invariants import Check, Verdict, invariant_checks
 from harness.lab import LabConfig
 from harness.lab.impl import Impl
 from harness.load import LoadSpec, place_orders
@@ -63,7 +57,7 @@ def _queue_messages(run: Run) -> dict[str, int]:
     if getattr(run.broker, "management_url", None):
         rows = admin.queues(run.broker, run.lab.vhost or "/")
         return {q["name"]: int(q.get("messages") or 0) for q in rows
-                if q["name"] != topo.DLQ and owner_of(q["name"])}
+                if q["name"] != topo.DLQ and topo.owner_of(q["name"])}
     return {q: amqp.depth(run.lab.amqp_url, q) for q in LAB_QUEUES if q != topo.DLQ}
 
 
@@ -219,14 +213,16 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
             requests=_requests_of(load), server_orders=state.orders, lookups=lookups,
             notifications=state.notifications, inventory=state.inventory,
             ledger=state.ledger, dlq=state.dlq, malformed_tags=malformed, queues_left=left,
-            health=_safe_health(run))
+            health=_safe_health(run), ledger_snapshots=run.faults.ledger_snapshots,
+            facts={"timeline": list(run.timeline.rows), "died": dict(run.died)})
         verdict = check_chaos(obs)
         injection_errors = faults.errors + injector.errors
         if injection_errors:
             verdict = Verdict(False, {**verdict.counts, "faults_not_injected":
                                       len(injection_errors)},
                               [*verdict.problems, f"{len(injection_errors)} faults could not "
-                               f"be injected: {injection_errors[:3]}"])
+                               f"be injected: {injection_errors[:3]}"], verdict.evidence,
+                              verdict.facts)
         frames = run.frames(load, state)
         frames["schedule"] = pd.DataFrame([f.to_row() for f in schedule])
         frames["dlq"]["tag"] = [tag_of(m) for m in state.dlq]
@@ -242,9 +238,10 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
             **{k: c[k] for k in ("accepted", "accepted_202", "retried", "notified",
                                  "reserved", "failed", "malformed_injected", "dlq_messages",
                                  "dlq_repeated")},
-            **{k: c[k] for k in INVARIANTS},
+            **{k: c[k] for k in JUDGED if k in c},
+            "reserved_twice": c["reserved_twice"],
             "reserved_twice_detail": {k: c[k] for k in (
-                "double_reservations", "items_stock_vs_ledger", "items_stock_vs_outcomes")},
+                "double_reservations", "stock_conserved", "outcomes_vs_ledger")},
             "ghosts_detail": {"unaccepted": c["ghosts_unaccepted"], "404": c["ghosts_404"]},
             "answers": c["answers"],
             "faults_planned": dict(Counter(f"{f.action} {f.target}" for f in schedule)),
@@ -258,6 +255,16 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
             "duration_s": round(run.timeline.now(), 2),
         }
         result = ScenarioResult("chaos", summary, verdict, frames)
+        tried = (f"placed {orders} orders at {rate}/s with an Idempotency-Key through a fault "
+                 f"schedule drawn from seed {seed} (kills, broker faults, duplicate storms, a "
+                 "malformed flood), then let the queues drain")
+        result.checks = invariant_checks("chaos", tried, verdict, chart="outcome", only=JUDGED)
+        if injection_errors:
+            result.checks.append(Check("chaos", "faults injected", tried,
+                                       "every scheduled fault is injected",
+                                       f"{len(injection_errors)} faults could not be injected "
+                                       f"by the harness: {injection_errors[:3]}", None,
+                                       {"errors": injection_errors[:10]}))
         timeline = run.timeline.frame()
         result.figures = {
             "queue_depth": depth_per_queue(frames["queue_depth"], timeline, seed),

@@ -7,10 +7,12 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from harness.invariants import Check
+from harness import amqp
+from harness.invariants import Check, Verdict, check_run
 from harness.load import LoadSpec
 from harness.reporting.results import ScenarioResult
-from harness.runner import Run
+from harness.runner import Run, RunState
+from lab_services import topology as topo
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,47 @@ def broker_for(broker: Any) -> Iterator[Any]:
     from harness.brokers import open_broker
     with open_broker("auto") as opened:
         yield opened
+
+
+def facts(run: Run, state: RunState) -> dict[str, Any]:
+    """What the causes read besides the state: the fault timeline, health, deaths, and the
+    messages still waiting in each consumed queue (a live but stalled consumer leaves some)."""
+    return {"timeline": list(run.timeline.rows), "health": dict(state.health),
+            "died": dict(run.died), "queues_left": queues_left(run)}
+
+
+def queues_left(run: Run) -> dict[str, int]:
+    """Messages each consumed queue still holds: ready and unacked (held by a consumer that
+    never settles them) where the management API tells, else ready only."""
+    if getattr(run.broker, "management_url", None):
+        from harness.brokers import management
+        try:
+            rows = management.queues(run.broker, run.lab.vhost or "/")
+            return {q["name"]: int(q.get("messages") or 0) for q in rows
+                    if q["name"] in topo.QUEUE_OWNERS}
+        except Exception as exc:  # then the passive declares below
+            log.debug("management queues: %s", exc)
+    left: dict[str, int] = {}
+    for queue in topo.QUEUE_OWNERS:
+        try:
+            left[queue] = amqp.depth(run.lab.amqp_url, queue)
+        except Exception:  # a queue the implementation never declared: nothing waiting there
+            continue
+    return left
+
+
+def judge(run: Run, state: RunState, accepted: list[str], **expect: Any) -> Verdict:
+    """The one checker on a scenario's end state, with everything it can use: the orders
+    (outcomes line by line), the ledger snapshots taken before each kill, the facts."""
+    return check_run(accepted=accepted, inventory=state.inventory, ledger=state.ledger,
+                     notifications=state.notifications, dlq=state.dlq, orders=state.orders,
+                     ledger_snapshots=run.faults.ledger_snapshots or None,
+                     facts=facts(run, state), **expect)
+
+
+def accepted_ids(load: Any) -> list[str]:
+    """The order ids a load frame's accepted rows got."""
+    return load.loc[load["accepted"], "order_id"].tolist()
 
 
 def finish(run: Run, result: ScenarioResult) -> ScenarioResult:

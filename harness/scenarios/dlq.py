@@ -8,14 +8,13 @@ from typing import Any
 import pandas as pd
 
 from harness.faults import MALFORMED
-from harness.invariants import check_run
 from harness.lab import LabConfig
 from harness.lab.impl import Impl, resolve
 from harness.load import LoadSpec
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
-from harness.scenarios.common import PLENTY, POISON_USER, broker_for, finish
+from harness.scenarios.common import PLENTY, POISON_USER, broker_for, finish, judge
 from harness.scenarios.registry import Scenario, register, require_lab
 from harness.scenarios.summary import DlqSummary
 from lab_services import topology as topo
@@ -53,10 +52,8 @@ def dlq(broker: Any = None, *, orders: int = 40, malformed_each: int = 2, poison
                        f"{expected_dlq} messages in the DLQ")
         run.hold(0.75)  # a few more samples, so the chart's DLQ line reaches the final count
         state = run.collect()
-        verdict = check_run(accepted=accepted + poison_ids, inventory=state.inventory,
-                            ledger=state.ledger, notifications=state.notifications,
-                            dlq=state.dlq, malformed_injected=injected,
-                            expected_dead=set(poison_ids))
+        verdict = judge(run, state, accepted + poison_ids, malformed_injected=injected,
+                        expected_dead=set(poison_ids))
         frames = run.frames(load, state)
         base = {**run.base_summary(load, state, verdict, frames["latency"]),
                 "orders_placed": verdict.counts["orders_placed"]}

@@ -12,17 +12,22 @@ from typing import Any
 
 import pandas as pd
 
-from harness.invariants import Check, check_run, double_reservations, invariant_checks
+from harness.invariants import Check, double_reservations, invariant_checks
 from harness.lab import LabConfig
 from harness.lab.impl import Impl
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run, order_event
-from harness.scenarios.common import PLENTY, barrier, broker_for, finish, place_some
+from harness.scenarios.common import barrier, broker_for, finish, judge, place_some
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import DuplicatesSummary
 
 CASES = (("exact copy", True), ("copy with a new event_id", False))
+# Stock for the few orders placed (INITIAL_STOCK is one number for every item, as the
+# contract says), and one order asking for more than that: it fails for want of stock, and
+# its OrderPlaced is republished with the others: a FAILED order must stay FAILED.
+STOCK = "500"
+TOO_MUCH = {"item_id": "item_4", "quantity": 1000, "price": 1.0}  # the most one line may ask
 
 
 def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
@@ -31,11 +36,14 @@ def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
     """Republish N processed orders twice over (same event_id, then a new one) and count
     the orders whose stock was reserved again; with `restart`, restart the inventory first."""
     name = "restart-idempotency" if restart else "duplicates"
-    cfg = LabConfig(initial_stock=PLENTY, **lab)
+    cfg = LabConfig(initial_stock=STOCK, **lab)
     with broker_for(broker) as b, Run(name, b, out=out, lab=cfg, impl=impl,
                                       progress=progress) as run:
         placed = place_some(run, orders, seed=12 if restart else 10)
+        placed.append(_place_sold_out(run))
         ids = {o["order_id"] for o in placed}
+        # FAILED before any copy arrives: each must still be FAILED after its copies.
+        failed_before = sorted(o["order_id"] for o in placed if o.get("status") == "FAILED")
         if restart:
             run.faults.restart_service("inventory")
         rows, doubled_by_case = [], {}
@@ -54,8 +62,7 @@ def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
         seen = set(double_reservations(run.lab.reservations()["reservations"])) & ids
         state = run.collect()
         accepted = [o["order_id"] for o in state.orders]
-        verdict = check_run(accepted=accepted, inventory=state.inventory, ledger=state.ledger,
-                            notifications=state.notifications, dlq=state.dlq)
+        verdict = judge(run, state, accepted, must_stay_failed=failed_before)
         load = pd.DataFrame({"order_id": accepted, "accepted": True, "http_ms": float("nan")})
         table = pd.DataFrame(rows).assign(mode=run.impl.name)
         summary = DuplicatesSummary(
@@ -68,6 +75,21 @@ def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
         return finish(run, result)
 
 
+def _place_sold_out(run: Run) -> dict[str, Any]:
+    """Place one order for more than the stock, wait for its outcome, return the order as
+    the order API has it (FAILED, unless the inventory holds more than 1000 of item_4)."""
+    r = run.lab.place_order("too-much", [TOO_MUCH])
+    r.raise_for_status()
+    order_id = r.json()["order_id"]
+    run.lab.wait_notified([order_id], timeout=30)
+    notes = [n for n in run.lab.notifications() if n["order_id"] == order_id]
+    order = run.lab.get("order", f"/order/{order_id}")
+    # The order service may not consume order_status (optional): the notification says.
+    if notes and notes[-1].get("status"):
+        order = {**order, "status": notes[-1]["status"]}
+    return order
+
+
 def _lines_reserved(ledger: list[dict[str, Any]], ids: set[str]) -> Counter:
     """How often each (order, item) line of the given orders is in the ledger."""
     return Counter((r["order_id"], r["item_id"]) for r in ledger if r["order_id"] in ids)
@@ -77,30 +99,39 @@ def _checks(name: str, restart: bool, n: int, doubled: dict[str, list[str]],
             verdict: Any) -> list[Check]:
     before = "restarted the inventory (SIGTERM, start), then " if restart else ""
     rows = []
-    for case, _same in CASES:
+    exact_doubled = bool(doubled[CASES[0][0]])
+    for case, same in CASES:
         ids = doubled[case]
         tried = (f"placed {n} orders and waited for their notifications, {before}published "
                  f"each OrderPlaced again as an {case}")
+        cause = None
         if not ids:
             happened = f"none of the {n} orders was reserved again"
+        elif not same and not exact_doubled:
+            # Exact copies were recognised, copies with a new event_id were not: the record
+            # is there (and survived any restart), keyed by the wrong field.
+            cause = "keyed_on_event_id"
+            happened = (f"order {ids[0]} was reserved twice when it was republished with a new "
+                        f"event_id, while exact copies were recognised ({len(ids)} orders in "
+                        "all): recognise an order by its order_id, not by the event_id")
         elif restart:
-            happened = (f"order {ids[0]} was reserved twice after the inventory restarted "
-                        f"({len(ids)} orders in all): your processed-order record did not "
-                        "survive the restart")
-        elif case == "exact copy":
-            happened = (f"order {ids[0]} was reserved twice when the same message arrived "
+            cause = "record_lost_in_restart"
+            happened = (f"order {ids[0]} was reserved again by a copy of a message it had "
+                        f"handled before the inventory restarted ({len(ids)} orders in all): "
+                        "your processed-order record did not survive the restart")
+        else:
+            cause = "no_duplicate_check"
+            happened = (f"order {ids[0]} was reserved twice when the same order arrived "
                         f"again ({len(ids)} orders in all): RabbitMQ redelivers, so check "
                         "whether you processed the order before reserving")
-        else:
-            happened = (f"order {ids[0]} was reserved twice when it was republished with a new "
-                        f"event_id ({len(ids)} orders in all): recognise an order by its "
-                        "order_id, not by the event_id")
         rows.append(Check(name, f"{case}: not reserved twice", tried,
                           "each order's stock is reserved once", happened, not ids,
-                          {"order_ids": ids[:20], "copies_sent": n}, "double_reservations"))
+                          {"order_ids": ids[:20], "copies_sent": n}, "double_reservations",
+                          "double_reservations", cause))
     tried = f"{before}republished {n} processed orders twice each".strip()
     rows += invariant_checks(name, tried, verdict, only=("lost", "duplicate_notifications",
-                                                         "stock_conserved"), hints={
+                                                         "stock_conserved", "failed_flipped"),
+                             hints={
         "duplicate_notifications": "{n} orders were notified more than once after their "
                                    "OrderPlaced was republished ({ids}): the notification "
                                    "service must ignore an outcome it has seen"})

@@ -30,6 +30,7 @@ from harness.load import LoadSpec
 from harness.reporting.plots import mark_faults
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
+from harness.scenarios.common import accepted_ids, judge
 from harness.scenarios.registry import Scenario, register
 from harness.waiting import Periodic, WaitTimeout, wait_until
 from lab_services import topology as topo
@@ -227,7 +228,7 @@ def failover(broker: Broker | None = None, *, orders: int = 900, rate: float = 3
             run.hold(1.0)  # a few more watch samples after the dust settles
         leaders, links = watch.frames()
         state = run.collect()
-        verdict = run.judge(load, state)
+        verdict = judge(run, state, accepted_ids(load))
         problems = list(verdict.problems)
         changes = leader_changes(leaders)
         if elected is None:

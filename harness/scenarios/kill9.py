@@ -20,7 +20,7 @@ from harness.load import LoadSpec
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
-from harness.scenarios.common import PLENTY, broker_for, finish
+from harness.scenarios.common import PLENTY, accepted_ids, broker_for, finish, judge
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import KillSummary
 from harness.waiting import WaitTimeout, wait_until
@@ -59,7 +59,7 @@ def kill9(broker: Any = None, *, orders: int = 60, kills: int = 3, work_ms: floa
         # The backlog drains in moments after the last restart; a lost order never arrives.
         run.wait_notified(accepted, timeout=10 + orders / 5)
         state = run.collect()
-        verdict = run.judge(load, state)
+        verdict = judge(run, state, accepted_ids(load))
         frames = run.frames(load, state)
         summary = KillSummary(**run.base_summary(load, state, verdict, frames["latency"]),
                               killed="inventory", kills=kills)

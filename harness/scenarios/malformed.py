@@ -8,14 +8,14 @@ from typing import Any
 
 from harness.amqp import H_REASON
 from harness.faults import MALFORMED
-from harness.invariants import Check, check_run, invariant_checks
+from harness.invariants import Check, invariant_checks
 from harness.lab import LabConfig
 from harness.lab.impl import Impl
 from harness.load import LoadSpec
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
-from harness.scenarios.common import PLENTY, broker_for, finish
+from harness.scenarios.common import PLENTY, broker_for, finish, judge
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import MalformedSummary
 from harness.waiting import WaitTimeout
@@ -44,9 +44,7 @@ def malformed(broker: Any = None, *, orders: int = 20, each: int = 1,
             run.wait_depth(topo.DLQ, lambda n: n >= injected, 10,
                            f"{injected} messages in the DLQ")
         state = run.collect()
-        verdict = check_run(accepted=accepted, inventory=state.inventory, ledger=state.ledger,
-                            notifications=state.notifications, dlq=state.dlq,
-                            malformed_injected=injected)
+        verdict = judge(run, state, accepted, malformed_injected=injected)
         frames = run.frames(load, state)
         notified = verdict.counts["notified"]
         no_reason = [m for m in state.dlq if not (m["headers"] or {}).get(H_REASON)]

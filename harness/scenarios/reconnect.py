@@ -15,7 +15,7 @@ from harness.load import LoadSpec
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
-from harness.scenarios.common import PLENTY, broker_for, finish
+from harness.scenarios.common import PLENTY, accepted_ids, broker_for, finish, judge
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import ReconnectSummary
 from lab_services import topology as topo
@@ -63,7 +63,7 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str) ->
     accepted = load.loc[load["accepted"], "order_id"].tolist()
     run.wait_notified(accepted, timeout=60)
     state = run.collect()
-    verdict = run.judge(load, state)
+    verdict = judge(run, state, accepted_ids(load))
     same_pids = all(run.lab.services[n].proc.pid == p and run.lab.services[n].running
                     for n, p in pids.items())
     reconnects = {n: (h or {}).get("reconnects") for n, h in state.health.items()}
@@ -73,7 +73,7 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str) ->
     # Only the lab's own services report their reconnects; others are judged by behaviour.
     if run.impl.is_lab and not all(reconnects.values()):
         problems.append(f"not every service reports a reconnect: {reconnects}")
-    verdict = Verdict(not problems, verdict.counts, problems, verdict.evidence)
+    verdict = Verdict(not problems, verdict.counts, problems, verdict.evidence, verdict.facts)
     frames = run.frames(load, state)
     depth = frames["queue_depth"]
     # The gap is when the work queue could not be read: the broker was away.

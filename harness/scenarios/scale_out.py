@@ -26,7 +26,7 @@ from harness.load import LoadSpec
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run, order_event
 from harness.scenarios.backlog_drain import drain_stats
-from harness.scenarios.common import PLENTY, broker_for, finish
+from harness.scenarios.common import PLENTY, accepted_ids, broker_for, finish, judge
 from harness.scenarios.registry import Scenario, register, require_lab
 from harness.scenarios.summary import RunSummary
 from harness.waiting import wait_until
@@ -263,7 +263,7 @@ def scale_out(broker: Any = None, *, orders: int = 2000, consumers: tuple[int, .
             sent = _send_duplicates(run, loads[-1], duplicates, running)
         load = pd.concat(loads, ignore_index=True)
         state = run.collect()
-        verdict = run.judge(load, state)
+        verdict = judge(run, state, accepted_ids(load))
         if kill:
             kill_ids = set(kill_load.loc[kill_load["accepted"], "order_id"])
             noted = {n["order_id"] for n in state.notifications}

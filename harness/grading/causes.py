@@ -1,0 +1,214 @@
+"""Causes read from evidence: why an order was lost or doubled, from what the run recorded.
+
+A broken invariant's ids are explained by the facts a verdict carries (`Verdict.facts`):
+the DLQ copies and their reasons, the ledger's rows and outcomes, the notifications, the
+faults on the timeline (kills and restarts) and the services' health. A cause is only
+named when its evidence was seen; otherwise `explain` returns None and the card keeps the
+invariant's own words. `root_causes` groups a card's checks so that one cause is listed
+once, with every check it broke.
+
+    explain(invariant_key, ids, facts) -> Cause | None
+    root_causes(checks) -> list[(Cause key, advice, [Check, ...])]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from harness.invariants import Check, dlq_order_id
+from lab_services.topology import owner_of
+
+# Reasons a store gives when an insert repeats a primary or unique key.
+_KEY_CLASH = re.compile(r"IntegrityError|UNIQUE constraint|duplicate key|UniqueViolation",
+                        re.I)
+# Fault kinds on the timeline that can lose what a process held in memory.
+_KILLS = ("kill", "restart", "stop", "crash")
+
+ADVICE = {
+    "pk_duplicate": "your duplicate check relies on the primary key: a repeated order raises "
+                    "and is dead-lettered; look the order up (by order_id) before reserving and "
+                    "answer a duplicate with the outcome already decided",
+    "dead_lettered": "a valid order was dead-lettered by its handler: only a message that can "
+                     "never be handled belongs in the DLQ",
+    "ack_before_work": "nothing of these orders reached the ledger or the DLQ, and a kill or "
+                       "restart came first: did you ack before the work was done, publish "
+                       "without confirms, or publish transient messages?",
+    "outcome_not_delivered": "the inventory decided these orders but their outcome never "
+                             "reached the notification: did you ack before the work was done? "
+                             "The work ends when the broker confirms the outcome: publish it "
+                             "persistent, with confirms, and ack the input only then",
+    "consumer_stalled": "messages were still waiting (or held unacked) for a consumer whose "
+                        "/health said ok: its consuming thread died or stopped, or a reconnect "
+                        "left the old connection open with its unacked deliveries; close the "
+                        "old connection before reconnecting, make /health fail when the "
+                        "consumer is gone, and never let one message end the consumer",
+    "consumer_dead": "a consumer was not running (or not healthy) at the end: a service must "
+                     "survive bad input and broker loss, and keep consuming",
+    "never_processed": "these orders never reached the inventory's ledger and were never "
+                       "dead-lettered, with no fault to blame: check that the order service "
+                       "publishes each one (with confirms) and that the inventory consumes "
+                       "order_placed",
+    "record_lost_in_restart": "orders were reserved again after a kill or restart: the record "
+                              "of processed orders must be durable and written in the same "
+                              "transaction as the reservation",
+    "no_duplicate_check": "orders were reserved again with no restart in between: check "
+                          "whether the order was processed (by order_id) before reserving",
+    "keyed_on_event_id": "exact copies were recognised but copies with a new event_id were "
+                         "not: recognise an order by its order_id, not by the event_id",
+    "notifier_not_idempotent": "the notification service must ignore an outcome it has "
+                               "already notified (RabbitMQ redelivers)",
+    "no_stock_check": "the inventory reserved more than it had: check the stock of every line "
+                      "before reserving, in the same transaction",
+    "wrong_failure": "an order's outcome is not the one its stock called for: fail an order "
+                     "only when one of its own lines is short, and then keep none of it",
+    "partial_reservation": "a FAILED order kept the stock of some lines: reserve all lines or "
+                           "none (one transaction, rolled back when a line is short)",
+    "outcome_without_ledger": "an order is RESERVED (or notified so) with no line in the "
+                              "ledger: a duplicate must not get a fresh outcome, and the ledger "
+                              "must hold what was reserved",
+    "ledger_not_durable": "reservations seen before a kill were gone after it: the ledger "
+                          "must be written to durable storage before the input is acked",
+}
+
+
+@dataclass(frozen=True)
+class Cause:
+    """A root cause: its key (in ADVICE), the advice, and the evidence that named it."""
+
+    key: str
+    text: str
+    evidence: str
+
+
+def _cause(key: str, evidence: str) -> Cause:
+    return Cause(key, ADVICE[key], evidence)
+
+
+def _kills(facts: dict[str, Any]) -> list[str]:
+    """The kills and restarts of services or the broker the run recorded, as 'kind target'."""
+    rows = facts.get("timeline") or []
+    return [f"{r.get('kind')} {r.get('target')}" for r in rows
+            if str(r.get("kind", "")).split()[0] in _KILLS]
+
+
+def _dead_consumers(facts: dict[str, Any]) -> list[str]:
+    health = facts.get("health") or {}
+    died = facts.get("died") or {}
+    return sorted(set(died) | {s for s, h in health.items() if h is None})
+
+
+def _dlq_reasons(facts: dict[str, Any], ids: list[str]) -> dict[str, str]:
+    """Order id -> the reason of its DLQ copy (with its delivery attempts), for the orders."""
+    wanted = set(ids)
+    out = {}
+    for m in facts.get("dlq") or []:
+        oid = dlq_order_id(m)
+        if oid in wanted:
+            attempts = m.get("attempts")
+            tried = f" after {attempts} attempts" if isinstance(attempts, int) and attempts else ""
+            out.setdefault(oid, str(m.get("reason") or "no reason")[:160] + tried)
+    return out
+
+
+def _in_ledger(facts: dict[str, Any]) -> set[str]:
+    ledger = facts.get("ledger") or {}
+    return ({r["order_id"] for r in ledger.get("reservations", [])}
+            | {r["order_id"] for r in ledger.get("outcomes", [])})
+
+
+def _explain_lost(ids: list[str], facts: dict[str, Any]) -> Cause | None:
+    reasons = _dlq_reasons(facts, ids)
+    if reasons:
+        clash = {o: r for o, r in reasons.items() if _KEY_CLASH.search(r)}
+        if clash:
+            oid, reason = next(iter(clash.items()))
+            return _cause("pk_duplicate", f"{len(clash)} of them in the DLQ with a key clash "
+                                          f"({oid}: {reason})")
+        oid, reason = next(iter(reasons.items()))
+        return _cause("dead_lettered", f"{len(reasons)} of them in the DLQ ({oid}: "
+                                       f"{reason})")
+    dead = _dead_consumers(facts)
+    if dead:
+        return _cause("consumer_dead", f"not running or not healthy at the end: {dead}")
+    health = facts.get("health") or {}
+    stalled = {q: n for q, n in (facts.get("queues_left") or {}).items()
+               if n and health.get(owner_of(q) or "") is not None and owner_of(q) in health}
+    if stalled:
+        return _cause("consumer_stalled", f"still waiting at the end: {stalled}, while the "
+                                          "consumer's /health said ok")
+    decided = sorted(set(ids) & _in_ledger(facts))
+    if decided:
+        return _cause("outcome_not_delivered", f"{len(decided)} of them have an outcome in "
+                                               f"the ledger (e.g. {decided[0]}) but no "
+                                               "notification")
+    kills = _kills(facts)
+    if kills:
+        return _cause("ack_before_work", f"no ledger row and no DLQ copy for any of them, "
+                                         f"after {', '.join(kills[:3])}")
+    if facts.get("ledger") is not None:
+        return _cause("never_processed", "no ledger row and no DLQ copy for any of them, and "
+                                         "no kill or restart in the run")
+    return None
+
+
+def explain(key: str, ids: list[str], facts: dict[str, Any]) -> Cause | None:
+    """The cause the run's evidence points to for an invariant broken by `ids`, or None."""
+    if not ids:
+        return None
+    if key == "lost":
+        return _explain_lost(ids, facts)
+    if key == "valid_in_dlq":
+        reasons = _dlq_reasons(facts, ids)
+        clash = {o: r for o, r in reasons.items() if _KEY_CLASH.search(r)}
+        if clash:
+            oid, reason = next(iter(clash.items()))
+            return _cause("pk_duplicate", f"DLQ reason for {oid}: {reason}")
+        if reasons:
+            oid, reason = next(iter(reasons.items()))
+            return _cause("dead_lettered", f"DLQ reason for {oid}: {reason}")
+        return None
+    if key == "double_reservations":
+        kills = [k for k in _kills(facts) if "inventory" in k or "broker" in k]
+        if kills:
+            return _cause("record_lost_in_restart", f"{len(ids)} orders reserved twice, after "
+                                                    f"{', '.join(kills[:3])}")
+        return _cause("no_duplicate_check", f"{len(ids)} orders with two ledger lines for one "
+                                            "item, no restart of the inventory in the run")
+    if key == "duplicate_notifications":
+        return _cause("notifier_not_idempotent", f"{len(ids)} orders notified more than once")
+    if key in ("stock_negative", "failed_iff_short"):
+        negative = [i for i, v in (facts.get("inventory") or {}).items()
+                    if v.get("stock", 0) < 0]
+        if key == "stock_negative" or negative:
+            return _cause("no_stock_check", f"stock below zero for {negative or ids}")
+        return _cause("wrong_failure", f"order {ids[0]} FAILED although the stock of its "
+                                       "lines was there (or it was reserved when it was not)")
+    if key == "outcomes_vs_ledger":
+        ledger = facts.get("ledger") or {}
+        failed = {o["order_id"] for o in ledger.get("outcomes", []) if o.get("reserved") is False}
+        kept = sorted(failed & {r["order_id"] for r in ledger.get("reservations", [])}
+                      & set(ids))
+        if kept:
+            return _cause("partial_reservation", f"FAILED order {kept[0]} has ledger lines "
+                                                 f"({len(kept)} such orders)")
+        return _cause("outcome_without_ledger", f"order {ids[0]} is RESERVED with no (or "
+                                                "missing) ledger lines")
+    if key == "ledger_forgot":
+        kills = _kills(facts)
+        return _cause("ledger_not_durable", f"{len(ids)} orders in a ledger snapshot before "
+                                            f"{', '.join(kills[:2]) or 'a kill'}, not after")
+    if key == "failed_flipped":
+        return _cause("outcome_without_ledger", f"order {ids[0]} was FAILED, then RESERVED "
+                                                "after its OrderPlaced was republished")
+    return None
+
+
+def root_causes(checks: list[Check]) -> list[tuple[str, str, list[Check]]]:
+    """Failed checks grouped by cause (first seen first): one cause, every check it broke."""
+    groups: dict[str, list[Check]] = {}
+    for c in checks:
+        if c.passed is False and c.cause:
+            groups.setdefault(c.cause, []).append(c)
+    return [(k, ADVICE.get(k, k), rows) for k, rows in groups.items()]
