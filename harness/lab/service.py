@@ -1,0 +1,157 @@
+"""One service process of a lab: started from a command, health-checked, stopped, killed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from harness.waiting import WaitTimeout, wait_until
+
+
+class ServiceFailed(RuntimeError):
+    """A service did not start, crashed or never became healthy; the message has its log."""
+
+    def __init__(self, name: str, what: str, log_tail: str) -> None:
+        super().__init__(f"{name} {what}\n--- last lines of its log ---\n{log_tail}")
+        self.service, self.what, self.log_tail = name, what, log_tail
+
+
+class ServiceProcess:
+    """One process of a service, started from a command, which we can stop, kill, restart."""
+
+    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path, *,
+                 argv: list[str] | None = None, cwd: Path | None = None,
+                 health_path: str = "/health", lab_pid_check: bool = True) -> None:
+        self.name = name
+        self.port = port
+        self.env = env
+        self.log_path = log_path
+        self.argv = argv or [sys.executable, "-m", f"lab_services.{name}"]
+        self.cwd = cwd
+        self.health_path = health_path
+        # The lab's services name their pid in /health; another implementation may not.
+        self.lab_pid_check = lab_pid_check
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        """Base URL of the service's HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended."""
+        return None if self.proc is None else self.proc.poll()
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start the process (with optional environment overrides for this run)."""
+        if self.running:
+            return
+        full_env = {**os.environ, **self.env, **(env or {})}
+        with open(self.log_path, "ab") as logf:
+            logf.write(f"\n=== start #{self.starts + 1} at {time.strftime('%X')}: "
+                       f"{' '.join(self.argv)} ===\n".encode())
+            logf.flush()
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv, cwd=self.cwd, env=full_env, stdout=logf,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # Ctrl-C in a notebook reaches the lab, not it
+                )
+            except OSError as exc:  # no such program, not executable, bad cwd
+                raise ServiceFailed(self.name, f"could not be started: {exc}",
+                                    self.log_tail()) from None
+        self.starts += 1
+
+    def _ours(self, body: Any) -> bool:
+        # Another lab's service could hold this port for a moment: only ours counts. A pid
+        # named in /health must belong to our process's session (a wrapper script's child
+        # is fine); without one, a fixed port was checked free before we started.
+        pid = body.get("pid") if isinstance(body, dict) else None
+        if self.proc is None:
+            return False
+        if self.lab_pid_check:
+            return pid == self.proc.pid
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            try:
+                return pid == self.proc.pid or os.getsid(pid) == self.proc.pid
+            except OSError:
+                return False
+        return True
+
+    def health(self) -> dict[str, Any] | None:
+        """The service's health body (a dict), or None if it does not answer 200 (from us)."""
+        try:
+            r = requests.get(self.url + self.health_path, timeout=2)
+        except requests.RequestException:
+            return None
+        if r.status_code != 200:
+            return None
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"body": r.text[:200]}
+        if not isinstance(body, dict):
+            body = {"body": body}
+        return body if self._ours(body) else None
+
+    def wait_healthy(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Block until the health path answers 200; ServiceFailed if it exits or times out."""
+        def healthy():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ServiceFailed(self.name, f"exited with code {self.proc.returncode} "
+                                    "before it became healthy", self.log_tail())
+            return self.health()
+        try:
+            return wait_until(healthy, timeout, f"{self.name} service healthy on {self.url}")
+        except WaitTimeout:
+            raise ServiceFailed(self.name, f"did not answer 200 on {self.url}{self.health_path}"
+                                f" within {timeout:.0f} s", self.log_tail()) from None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop gracefully with SIGTERM to its process group (SIGKILL after the timeout)."""
+        if not self.running:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        # A wrapper script may exit before its child: make sure the group is gone.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """Kill at once with SIGKILL, as a crash would."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to end by itself (e.g. at a crash point); return its code."""
+        return wait_until(lambda: self.exit_code is not None and (self.exit_code,),
+                          timeout, f"{self.name} to exit")[0]
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the service's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
