@@ -22,10 +22,12 @@ from typing import Any
 
 import requests
 
+from harness.grading import gaps as contract
+from harness.grading import verdicts
 from harness.invariants import Check
 from harness.lab import ServiceFailed
 from harness.lab.impl import Impl, resolve
-from harness.reporting.card import html_page, mark, markdown, skipped, write_card
+from harness.reporting.card import html_page, mark, markdown, not_judged, skipped, write_card
 from harness.reporting.results import ScenarioResult, _jsonable, run_folder
 from harness.scenarios import registry
 from harness.waiting import WaitTimeout
@@ -47,6 +49,8 @@ class ScenarioGrade:
     run_dir: Path | None = None
     error: str | None = None
     log_tail: str | None = None
+    gaps: list[contract.ContractGap] = field(default_factory=list)
+    start_failed: bool = False  # a service never came up at the lab's start
 
 
 @dataclass
@@ -59,6 +63,8 @@ class ReportCard:
     scenarios: list[ScenarioGrade]
     run_dir: Path
     started: str
+    # Contract gaps (harness.grading.gaps.summarise): listed first, "fix this first".
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def checks(self) -> list[Check]:
@@ -67,16 +73,20 @@ class ReportCard:
 
     @property
     def passed(self) -> bool:
-        """True iff no check failed and none could not be run (skips do not fail)."""
-        return all(c.passed is True or skipped(c) for c in self.checks)
+        """True iff no contract gap, no check failed and none could not be run (skips do not
+        fail)."""
+        return not self.gaps and all(c.passed is True or skipped(c) for c in self.checks)
 
     def counts(self) -> dict[str, int]:
-        """Checks passed, failed, not run (error or time-out) and skipped."""
-        out = {"passed": 0, "failed": 0, "not_run": 0, "skipped": 0}
+        """Checks passed, failed, not run (error or time-out), skipped, and not judged (a
+        contract gap hid what they need); and the contract gaps."""
+        out = {"passed": 0, "failed": 0, "not_run": 0, "skipped": 0, "not_judged": 0}
         for c in self.checks:
             key = ("passed" if c.passed else "failed" if c.passed is False
-                   else "skipped" if skipped(c) else "not_run")
+                   else "skipped" if skipped(c) else "not_judged" if not_judged(c)
+                   else "not_run")
             out[key] += 1
+        out["contract_gaps"] = len(self.gaps)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +94,7 @@ class ReportCard:
         return _jsonable({
             "impl": self.impl, "spec": self.spec, "broker": self.broker, "started": self.started,
             "passed": self.passed, "counts": self.counts(), "run_dir": str(self.run_dir),
+            "contract_gaps": self.gaps,
             "scenarios": [{"name": s.name, "summary": s.summary, "error": s.error,
                            "log_tail": s.log_tail,
                            "run_dir": str(s.run_dir) if s.run_dir else None,
@@ -93,6 +104,10 @@ class ReportCard:
     def text(self) -> str:
         """A terminal summary: one line per check."""
         lines = [f"== report card: {self.impl} =="]
+        if self.gaps:
+            lines.append("  fix this first (contract gaps):")
+            lines += [f"  GAP    {g['what']} {g['detail']} ({len(g['checks_not_judged'])} "
+                      "checks not judged)" for g in self.gaps]
         for c in self.checks:
             lines.append(f"  {mark(c):<6} {c.scenario:<20} {c.name}")
             if c.passed is not True:
@@ -101,7 +116,8 @@ class ReportCard:
             lines += [f"         | {t}" for t in tail[-3:]]
         n = self.counts()
         lines.append(f"  {n['passed']} passed, {n['failed']} failed, {n['not_run']} could not "
-                     f"run, {n['skipped']} skipped")
+                     f"run, {n['skipped']} skipped, {n['not_judged']} not judged, "
+                     f"{n['contract_gaps']} contract gaps")
         lines.append(f"  report: {self.run_dir / 'report.html'}")
         return "\n".join(lines)
 
@@ -153,12 +169,22 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
     grades: list[ScenarioGrade] = []
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with _broker_for_impl(spec, broker, broker_kind) as b:
+        stop: str | None = None
         for sc in chosen:
+            if stop is not None:  # one finding, not the same one per scenario
+                grades.append(ScenarioGrade(sc.name, sc.summary, [Check(
+                    sc.name, "(scenario)", sc.summary, "-", f"skipped: {stop}", None,
+                    {"skipped": True})]))
+                continue
             log.info("grading %s: %s", spec.name, sc.name)
-            grades.append(_grade_one(sc, spec, b, card_dir, orders, small, progress))
+            one = _grade_one(sc, spec, b, card_dir, orders, small, progress)
+            grades.append(one)
+            if one.start_failed:
+                stop = f"not run, since a service never came up in {sc.name} (see there)"
         broker_name = f"{getattr(b, 'provider', '?')}"
+    found = contract.summarise([(g.name, g.gaps, g.checks) for g in grades])
     card = ReportCard(spec.name, str(spec.path) if spec.path else None, broker_name, grades,
-                      card_dir, started)
+                      card_dir, started, found)
     write_card(card)
     return card
 
@@ -186,25 +212,47 @@ def _grade_one(sc: registry.Scenario, impl: Impl, broker: Any, card_dir: Path,
     try:
         result: ScenarioResult = sc.function(broker, out=folder, progress=progress, impl=impl,
                                              **kwargs)
-    except ServiceFailed as exc:
-        return _not_run(sc, folder, f"the {exc.service} service {exc.what}", exc.log_tail)
-    except WaitTimeout as exc:
-        return _not_run(sc, folder, f"timed out: {exc}", _log_tails(folder, sc.name))
-    except requests.RequestException as exc:
-        return _not_run(sc, folder, f"a service did not answer over HTTP as the contract says "
-                        f"({exc.__class__.__name__}: {exc})", _log_tails(folder, sc.name))
-    except registry.WhiteBoxOnly as exc:
-        return _not_run(sc, folder, str(exc), None)
     except Exception as exc:  # the card must still be written: say what broke, and where
+        return _failed(sc, folder, exc)
+    checks = result.checks or verdicts.split(
+        sc.name, sc.summary, result.verdict, result.summary,
+        contract.read_observed(result.run_dir)) or [Check(
+            sc.name, "verdict", sc.summary, "the checker's verdict is valid",
+            "valid" if result.valid else "; ".join(result.verdict.problems), result.valid,
+            result.verdict.counts)]
+    gaps = contract.read_gaps(result.run_dir)
+    return ScenarioGrade(sc.name, sc.summary, contract.unjudge(checks, gaps), _pngs(result),
+                         result.run_dir, gaps=gaps)
+
+
+def _failed(sc: registry.Scenario, folder: Path, exc: Exception) -> ScenarioGrade:
+    """The card's row for a scenario that raised: a contract gap when it shows one."""
+    gaps = contract.read_gaps(_latest(folder, sc.name))
+    gap = contract.gap_of(exc)
+    if gap is not None and all(g.what != gap.what for g in gaps):
+        gaps.append(gap)
+    if gap is not None:
+        grade = _not_run(sc, folder, f"not judged: the scenario needs {gap.what}, which "
+                         f"{gap.detail}", None)
+        grade.checks[0].evidence.update({"not_judged": True, "contract_gap": [gap.what]})
+    elif isinstance(exc, ServiceFailed):
+        grade = _not_run(sc, folder, f"the {exc.service} service {exc.what}", exc.log_tail)
+        grade.start_failed = exc.at_start
+        grade.checks[0].evidence.update({"service": exc.service,
+                                         "port_opened": exc.port_opened})
+    elif isinstance(exc, WaitTimeout):
+        grade = _not_run(sc, folder, f"timed out: {exc}", _log_tails(folder, sc.name))
+    elif isinstance(exc, requests.RequestException):
+        grade = _not_run(sc, folder, f"a service did not answer over HTTP as the contract "
+                         f"says ({exc.__class__.__name__}: {exc})", _log_tails(folder, sc.name))
+    elif isinstance(exc, registry.WhiteBoxOnly):
+        grade = _not_run(sc, folder, str(exc), None)
+    else:
         log.warning("%s failed:\n%s", sc.name, traceback.format_exc())
-        return _not_run(sc, folder, f"the scenario could not finish ({exc.__class__.__name__}: "
-                        f"{exc}); the implementation may answer in a shape the contract does "
-                        "not allow", _log_tails(folder, sc.name))
-    checks = result.checks or [Check(
-        sc.name, "verdict", sc.summary, "the checker's verdict is valid",
-        "valid" if result.valid else "; ".join(result.verdict.problems), result.valid,
-        result.verdict.counts)]
-    return ScenarioGrade(sc.name, sc.summary, checks, _pngs(result), result.run_dir)
+        grade = _not_run(sc, folder, f"the scenario could not finish ({exc.__class__.__name__}"
+                         f": {exc})", _log_tails(folder, sc.name))
+    grade.gaps = gaps
+    return grade
 
 
 def _not_run(sc: registry.Scenario, folder: Path, what: str, tail: str | None) -> ScenarioGrade:

@@ -26,12 +26,13 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from harness.brokers.base import Broker
-from harness.lab.client import LabClient
+from harness.lab.client import ContractGap, LabClient, MissingPath
 from harness.lab.impl import SERVICES, Impl, render, resolve
 from harness.lab.service import ServiceFailed, ServiceProcess
-
-__all__ = ["DEFAULT_PORTS", "Lab", "LabConfig", "ServiceFailed", "ServiceProcess", "with_vhost"]
 from harness.ports import free_ports, port_free
+
+__all__ = ["DEFAULT_PORTS", "ContractGap", "Lab", "LabConfig", "MissingPath", "ServiceFailed",
+           "ServiceProcess", "with_vhost"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ def _close_live_labs() -> None:
         with contextlib.suppress(Exception):
             lab.close()
 
+
+# Broker replies that close a channel or connection for a reason the implementation caused.
+BROKER_ERRORS = ("PRECONDITION_FAILED", "ACCESS_REFUSED", "NOT_ALLOWED", "RESOURCE_LOCKED",
+                 "COMMAND_INVALID")
 
 DEFAULT_PORTS = {"order": 5001, "inventory": 5002, "notification": 5003}
 
@@ -97,6 +102,7 @@ class Lab(LabClient):
         self.vhost = (f"lab-{uuid.uuid4().hex[:8]}"
                       if self.impl.honours_vhost and self._can_make_vhost() else None)
         self.processes: dict[str, list[ServiceProcess]] = {}
+        self.gaps = []  # contract gaps met by the HTTP helpers (LabClient)
         self.started = False
         names = list(services)
         counts = {n: int((replicas or {}).get(n, 1)) for n in names}
@@ -204,14 +210,38 @@ class Lab(LabClient):
         self._prepare_vhost()
         _live_labs.add(self)
         self.started = True
-        for svc in self._all():
-            svc.start()
-        for svc in self._all():
-            svc.wait_healthy(self.config.health_timeout)
+        try:
+            for svc in self._all():
+                svc.start()
+            for svc in self._all():
+                svc.wait_healthy(self.config.health_timeout)
+        except ServiceFailed as exc:
+            raise self._blame(exc) from None
         log.info("lab up (%s): %s (vhost %s, logs in %s)", self.impl.name,
                  ", ".join(f"{s.name} {s.url}" for s in self._all()),
                  self.vhost or "/", self.workdir)
         return self
+
+    def _blame(self, exc: ServiceFailed) -> ServiceFailed:
+        """The start-up failure, blamed on the service whose log shows a broker error (a
+        student's queue arguments can get the lab's own service's channel closed)."""
+        shown = []
+        for svc in self._all():
+            lines = [ln for ln in svc.log_tail(200).splitlines()
+                     if any(m in ln for m in BROKER_ERRORS)]
+            if lines:
+                shown.append((svc, lines[-1].strip()[:300]))
+        # The implementation's own service first: the lab's service only met the error.
+        shown.sort(key=lambda found: self.impl.services[found[0].name].lab)
+        if not shown:
+            return ServiceFailed(exc.service, exc.what, exc.log_tail, at_start=True,
+                                 port_opened=exc.port_opened)
+        svc, line = shown[0]
+        what = (f"shows a broker error in its log ({line}), and then the {exc.service} "
+                f"service {exc.what}" if svc.name != exc.service else
+                f"{exc.what}; its log shows a broker error ({line})")
+        return ServiceFailed(svc.name, what, svc.log_tail(), at_start=True,
+                             port_opened=exc.port_opened)
 
     def close(self) -> None:
         """Stop every service and drop the lab's vhost (idempotent)."""

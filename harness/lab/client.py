@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -11,10 +12,32 @@ from harness.lab.service import ServiceProcess
 from harness.waiting import wait_until
 
 
+@dataclass(frozen=True)
+class ContractGap:
+    """A part of the contract an implementation does not offer: a path, a queue, a shape."""
+
+    what: str  # e.g. "GET /reservations (inventory)", "queue 'dlq'"
+    detail: str  # e.g. "answered 404"
+    blocks: tuple[str, ...] = ()  # the run state it leaves unknown: "ledger", "dlq", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The gap as JSON-able data."""
+        return {"what": self.what, "detail": self.detail, "blocks": list(self.blocks)}
+
+
+class MissingPath(requests.HTTPError):
+    """A contract path answered 404 or 405: the implementation does not offer it."""
+
+    def __init__(self, message: str, gap: ContractGap, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.gap = gap
+
+
 class LabClient:
     """HTTP helpers over `self.services` (name -> ServiceProcess)."""
 
     services: dict[str, ServiceProcess]
+    gaps: list[ContractGap]
 
     def url(self, name: str) -> str:
         """Base URL of a service."""
@@ -23,6 +46,13 @@ class LabClient:
     def get(self, name: str, path: str, **kwargs: Any) -> Any:
         """GET a JSON document from a service."""
         r = requests.get(self.url(name) + path, timeout=kwargs.pop("timeout", 10), **kwargs)
+        if r.status_code in (404, 405) and not path.startswith("/order/"):
+            gap = ContractGap(f"GET {path} ({name})", f"answered {r.status_code}",
+                              _BLOCKS.get(path, ()))
+            if gap not in self.gaps:
+                self.gaps.append(gap)
+            raise MissingPath(f"{r.status_code} for GET {path} on the {name} service: the "
+                              "contract's path is missing", gap, response=r)
         r.raise_for_status()
         return r.json()
 
@@ -55,10 +85,16 @@ class LabClient:
 
         def done():
             notes = self.notifications()
-            return notes if wanted <= {n["order_id"] for n in notes} else None
+            # A list, maybe empty: zero orders wanted is an answer at once, not a time-out.
+            return (notes,) if wanted <= {n["order_id"] for n in notes} else None
 
         def missing() -> str:
             seen = {n["order_id"] for n in self.notifications()}
             return f"missing: {sorted(wanted - seen)[:10]}"
 
-        return wait_until(done, timeout, f"{len(wanted)} orders notified", detail=missing)
+        return wait_until(done, timeout, f"{len(wanted)} orders notified", detail=missing)[0]
+
+
+# The run state each contract path feeds (a gap there leaves it unknown).
+_BLOCKS = {"/orders": ("orders",), "/inventory": ("inventory",), "/reservations": ("ledger",),
+           "/notifications": ("notifications",)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,13 +16,31 @@ import requests
 
 from harness.waiting import WaitTimeout, wait_until
 
+# A service that has not even opened its port after this long is not coming up: saying so
+# now saves the rest of the health time-out (a Python service opens it in 1-3 s).
+PORT_GRACE_S = 15.0
+
+
+def _accepts(port: int) -> bool:
+    """True if something accepts a TCP connection on 127.0.0.1:port now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
 
 class ServiceFailed(RuntimeError):
     """A service did not start, crashed or never became healthy; the message has its log."""
 
-    def __init__(self, name: str, what: str, log_tail: str) -> None:
+    def __init__(self, name: str, what: str, log_tail: str, *, at_start: bool = False,
+                 port_opened: bool | None = None) -> None:
         super().__init__(f"{name} {what}\n--- last lines of its log ---\n{log_tail}")
         self.service, self.what, self.log_tail = name, what, log_tail
+        # Failed while the lab was starting (not at a restart in the middle of a scenario):
+        # every scenario would fail the same way, so a grade stops there.
+        self.at_start = at_start
+        self.port_opened = port_opened  # None: not known (it exited first)
 
 
 class ServiceProcess:
@@ -41,6 +60,8 @@ class ServiceProcess:
         self.lab_pid_check = lab_pid_check
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # How to tell whether the port is open (a netns lab probes inside its namespace).
+        self.port_probe: Any = lambda: _accepts(self.port)
 
     @property
     def url(self) -> str:
@@ -109,18 +130,39 @@ class ServiceProcess:
             body = {"body": body}
         return body if self._ours(body) else None
 
-    def wait_healthy(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Block until the health path answers 200; ServiceFailed if it exits or times out."""
+    def wait_healthy(self, timeout: float = 60.0, port_grace: float = PORT_GRACE_S
+                     ) -> dict[str, Any]:
+        """Block until the health path answers 200; ServiceFailed if it exits, times out, or
+        has not opened its port within `port_grace` seconds (no need to wait longer then)."""
+        started = time.monotonic()
+        opened = [False]
+
         def healthy():
             if self.proc is not None and self.proc.poll() is not None:
                 raise ServiceFailed(self.name, f"exited with code {self.proc.returncode} "
-                                    "before it became healthy", self.log_tail())
-            return self.health()
+                                    "before it became healthy", self.log_tail(),
+                                    port_opened=opened[0])
+            body = self.health()
+            opened[0] = opened[0] or body is not None or self._port_open()
+            if not opened[0] and time.monotonic() - started > min(port_grace, timeout):
+                raise ServiceFailed(self.name, f"is running but never opened its port "
+                                    f"{self.port} within {port_grace:.0f} s (does it listen "
+                                    "on the port the harness gave it?)", self.log_tail(),
+                                    port_opened=False)
+            return body
         try:
             return wait_until(healthy, timeout, f"{self.name} service healthy on {self.url}")
         except WaitTimeout:
             raise ServiceFailed(self.name, f"did not answer 200 on {self.url}{self.health_path}"
-                                f" within {timeout:.0f} s", self.log_tail()) from None
+                                f" within {timeout:.0f} s (its port was "
+                                f"{'open' if opened[0] else 'never open'})", self.log_tail(),
+                                port_opened=opened[0]) from None
+
+    def _port_open(self) -> bool:
+        try:
+            return bool(self.port_probe())
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop gracefully with SIGTERM to its process group (SIGKILL after the timeout)."""
