@@ -12,6 +12,7 @@ from harness.lab.impl import ImplError, fill, lab_impl, load_impl, render, resol
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ["examples/naive/impl.toml", "exercises/inventory/impl.toml",
+         "tests/impls/original_lab/impl.toml", "tests/impls/fixed_ports/impl.toml",
          "solutions/inventory/impl.toml", "tests/impls/fixed_port_notification/impl.toml"]
 
 

@@ -22,11 +22,13 @@ from typing import Any
 
 import requests
 
+from harness.brokers.netns import netns_available
 from harness.grading import gaps as contract
 from harness.grading import verdicts
 from harness.invariants import Check
 from harness.lab import ServiceFailed
 from harness.lab.impl import Impl, resolve
+from harness.ports import port_free
 from harness.reporting.card import html_page, mark, markdown, not_judged, skipped, write_card
 from harness.reporting.results import ScenarioResult, _jsonable, run_folder
 from harness.scenarios import registry
@@ -139,7 +141,12 @@ def _broker_for_impl(impl: Impl, broker: Any, kind: str) -> Iterator[Any]:
             raise ValueError(f"{impl.name} does not honour vhosts, so it needs a broker of its "
                              "own, and a URL broker cannot be had fresh: use --broker local, "
                              "docker or auto")
-    with open_broker(kind, username=impl.user, password=impl.password) as own:
+    settings: dict[str, Any] = {"username": impl.user, "password": impl.password}
+    if impl.broker_port is not None and not netns_available()[0] \
+            and port_free(impl.broker_port):
+        # No namespace to forward it in: the broker itself on the port the code expects.
+        settings["amqp_port"] = impl.broker_port
+    with open_broker(kind, **settings) as own:
         yield own
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import json
 import logging
 import os
 import sys
@@ -26,6 +28,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from harness.brokers.base import Broker
+from harness.brokers.netns import GradeNamespace, netns_available
 from harness.lab.client import ContractGap, LabClient, MissingPath
 from harness.lab.impl import SERVICES, Impl, render, resolve
 from harness.lab.service import ServiceFailed, ServiceProcess
@@ -52,6 +55,9 @@ def _close_live_labs() -> None:
 BROKER_ERRORS = ("PRECONDITION_FAILED", "ACCESS_REFUSED", "NOT_ALLOWED", "RESOURCE_LOCKED",
                  "COMMAND_INVALID")
 
+# Whether namespaces can be made here does not change while we run: ask once.
+_netns_available = functools.cache(netns_available)
+
 DEFAULT_PORTS = {"order": 5001, "inventory": 5002, "notification": 5003}
 
 
@@ -71,6 +77,7 @@ class LabConfig:
     initial_stock: str | None = None
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
     own_vhost: bool = True
+    own_network: bool = True  # a namespace for an implementation with fixed addresses
     health_timeout: float = 60.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +108,9 @@ class Lab(LabClient):
         # empties first: give it a broker of its own (harness.grading.grade does).
         self.vhost = (f"lab-{uuid.uuid4().hex[:8]}"
                       if self.impl.honours_vhost and self._can_make_vhost() else None)
+        # An implementation with addresses of its own (fixed ports, a broker host or port)
+        # runs in a network namespace of its own when one can be made.
+        self.netns, self._no_netns = self._namespace()
         self.processes: dict[str, list[ServiceProcess]] = {}
         self.gaps = []  # contract gaps met by the HTTP helpers (LabClient)
         self.started = False
@@ -142,9 +152,36 @@ class Lab(LabClient):
         """The first (or only) process of each service."""
         return {name: procs[0] for name, procs in self.processes.items()}
 
-    def _values(self, port: int, data_dir: Path) -> dict[str, str]:
+    def _namespace(self) -> tuple[GradeNamespace | None, str | None]:
+        if not self.impl.fixed_addresses or not self.config.own_network:
+            return None, None
+        ok, why = _netns_available()
+        if not ok:
+            return None, why
+        host = self.impl.broker_host
+        return GradeNamespace((host,) if host else ()), None
+
+    @property
+    def service_amqp_url(self) -> str:
+        """The AMQP URL the services use: the broker's, or, in a namespace, the address the
+        implementation expects (its host name and port, forwarded to the broker)."""
+        if self.netns is None:
+            return self.amqp_url
         parts = urlsplit(self.amqp_url)
-        return {"amqp_url": self.amqp_url, "amqp_host": parts.hostname or "127.0.0.1",
+        host = self.impl.broker_host or "127.0.0.1"
+        auth = parts.netloc.rsplit("@", 1)[0]
+        return urlunsplit((parts.scheme, f"{auth}@{host}:{self.ns_broker_port}", parts.path,
+                           parts.query, ""))
+
+    @property
+    def ns_broker_port(self) -> int:
+        """The AMQP port the broker is forwarded to inside the namespace."""
+        return self.impl.broker_port or 5672
+
+    def _values(self, port: int, data_dir: Path) -> dict[str, str]:
+        parts = urlsplit(self.service_amqp_url)
+        return {"amqp_url": self.service_amqp_url,
+                "amqp_host": parts.hostname or "127.0.0.1",
                 "amqp_port": str(parts.port or 5672), "amqp_user": unquote(parts.username or ""),
                 "amqp_password": unquote(parts.password or ""), "vhost": self.vhost or "/",
                 "port": str(port), "data_dir": str(data_dir), "python": sys.executable}
@@ -152,7 +189,8 @@ class Lab(LabClient):
     def _lab_env(self) -> dict[str, str]:
         return {
             # Every node's address: the services fail over to a surviving node.
-            "AMQP_URLS": ",".join(self.amqp_urls),
+            "AMQP_URLS": (",".join(self.amqp_urls) if self.netns is None
+                          else self.service_amqp_url),
             "IDEMPOTENCY": self.config.idempotency,
             "PREFETCH": str(self.config.prefetch),
             "LAB_QUEUE_TYPE": self.config.queue_type,
@@ -197,19 +235,72 @@ class Lab(LabClient):
             # A fresh default vhost: nothing left over from an earlier run.
             admin.delete_vhost(self.broker, "/")
             admin.create_vhost(self.broker, "/")
+        if self.impl.definitions is not None:
+            self._load_definitions(admin)
+
+    def _load_definitions(self, admin: Any) -> None:
+        # Some submissions declare their topology in a definitions.json the broker loads.
+        path = self.impl.definitions
+        if not getattr(self.broker, "management_url", None):
+            raise ServiceFailed("broker", f"cannot load {path}: this broker has no management "
+                                "API", "", at_start=True)
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            admin._api(self.broker, "POST", "/definitions/" + quote(self.vhost or "/", safe=""),
+                       json=body)
+        except (OSError, ValueError) as exc:
+            raise ServiceFailed("broker", f"did not take {path.name}: {exc}", "",
+                                at_start=True) from None
+
+    def _check_addresses(self) -> None:
+        """Without a namespace, say clearly when the implementation's addresses cannot be
+        had here (a broker host name, a broker port that is not the broker's)."""
+        if self.netns is not None or not self.impl.fixed_addresses:
+            return
+        why = f" (no network namespace: {self._no_netns})" if self._no_netns else ""
+        host = self.impl.broker_host
+        if host not in (None, "localhost", "127.0.0.1"):
+            raise ServiceFailed("broker", f"cannot be reached as {host!r} here{why}: grade as "
+                                "root with `ip netns`, or let the implementation read its "
+                                "broker host", "", at_start=True)
+        port = urlsplit(self.amqp_url).port
+        if self.impl.broker_port is not None and self.impl.broker_port != port:
+            raise ServiceFailed("broker", f"is on port {port}, and {self.impl.name} connects "
+                                f"to port {self.impl.broker_port} only{why}; a broker cannot "
+                                f"be given port {self.impl.broker_port} here (127.0.0.1:"
+                                f"{self.impl.broker_port} is taken, e.g. by the machine's own "
+                                "node): grade as root with `ip netns`", "", at_start=True)
+
+    def _enter_namespace(self) -> None:
+        ns = self.netns
+        ns.create()
+
+        def broker_address() -> tuple[str, int]:
+            parts = urlsplit(self.broker.amqp_url)  # the node that runs now
+            return parts.hostname or "127.0.0.1", parts.port or 5672
+        ns.forward_in(self.ns_broker_port, broker_address)
+        for proc in self._all():
+            proc.reach_port = ns.forward_out(proc.port).port
+            proc.port_probe = functools.partial(ns.accepts, proc.port)
+            proc.argv = [*ns.prefix, *proc.argv]
 
     def start(self) -> Lab:
         """Create the lab's vhost, start every service and wait until each is healthy.
 
         Raises ServiceFailed (with the service's log tail) when one does not come up.
         """
+        self._check_addresses()
         for proc in self._all():
-            if self.impl.services[proc.name].port is not None and not port_free(proc.port):
+            if (self.netns is None and self.impl.services[proc.name].port is not None
+                    and not port_free(proc.port)):
                 raise ServiceFailed(proc.name, f"cannot start: its fixed port {proc.port} is "
-                                    "taken by another program", "")
+                                    "taken by another program (and no network namespace "
+                                    f"could be made: {self._no_netns})", "", at_start=True)
         self._prepare_vhost()
         _live_labs.add(self)
         self.started = True
+        if self.netns is not None:
+            self._enter_namespace()
         try:
             for svc in self._all():
                 svc.start()
@@ -248,6 +339,8 @@ class Lab(LabClient):
         _live_labs.discard(self)
         for svc in self._all():
             svc.stop()
+        if self.netns is not None:
+            self.netns.destroy()
         if self.vhost and self.started:
             self.started = False
             from harness.brokers import management as admin

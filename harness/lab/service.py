@@ -60,13 +60,15 @@ class ServiceProcess:
         self.lab_pid_check = lab_pid_check
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # Where the harness reaches it, if not at `port` (a forward out of a namespace).
+        self.reach_port: int | None = None
         # How to tell whether the port is open (a netns lab probes inside its namespace).
         self.port_probe: Any = lambda: _accepts(self.port)
 
     @property
     def url(self) -> str:
         """Base URL of the service's HTTP API."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.reach_port or self.port}"
 
     @property
     def running(self) -> bool:
