@@ -82,6 +82,7 @@ def split(scenario: str, tried: str, verdict: Verdict, summary: Any,
             n = 1 if stalled and c[key] else 0
             happened = f"queues not drained: {stalled}" if n else None
         rows.append(Check(scenario, name, tried, expected,
-                          happened or (f"{key.replace('_', ' ')}: {n}" if n else "none"),
+                          happened or (f"{key.replace('_', ' ')}: {n}" if n
+                                       else f"none found ({key.replace('_', ' ')}: 0)"),
                           not n, evidence))
     return rows
