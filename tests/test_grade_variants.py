@@ -128,12 +128,13 @@ def test_the_original_lab_gets_real_failures_with_its_gaps_first(broker, tmp_pat
     assert md.index("Fix this first") < md.index("What to fix") < md.index("Every check")
 
 
-def test_a_service_that_never_comes_up_ends_the_grade_once(broker, tmp_path):
-    # The unfilled exercise exits at start: one finding with its log tail, the rest skipped.
-    card = grade(ROOT / "exercises/inventory/impl.toml", broker, small=True, progress=False,
-                 out=tmp_path, only=["baseline", "duplicates", "kill-9"])
-    first, *rest = card.scenarios
-    assert first.checks[0].passed is None and "exited with code 3" in first.checks[0].happened
-    assert first.checks[0].evidence["port_opened"] is False
-    assert all(s.checks[0].evidence.get("skipped") for s in rest)
-    assert card.counts()["not_run"] == 1 and not card.passed
+def test_a_start_up_failure_is_blamed_on_the_service_whose_declaration_caused_it(
+        broker, tmp_path):
+    # Its queue arguments get a channel closed (PRECONDITION_FAILED): whichever side
+    # declared first, the card names the inventory, not the lab's order service's health.
+    card = grade(VARIANTS / "other_queue_args.toml", broker, small=True, progress=False,
+                 out=tmp_path, only=["baseline", "duplicates"])
+    first = card.checks[0]
+    assert first.passed is None and first.evidence["service"] == "inventory", card.text()
+    assert "PRECONDITION_FAILED" in first.happened, first.happened
+    assert card.scenarios[1].checks[0].evidence.get("skipped") is True

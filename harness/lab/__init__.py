@@ -328,6 +328,17 @@ class Lab(LabClient):
             return ServiceFailed(exc.service, exc.what, exc.log_tail, at_start=True,
                                  port_opened=exc.port_opened)
         svc, line = shown[0]
+        own = [n for n, spec in self.impl.services.items() if not spec.lab]
+        if self.impl.services[svc.name].lab and len(own) == 1:
+            # The lab's service only met the error (say its channel was closed because the
+            # implementation's service declared a queue with other arguments): the
+            # implementation's one service of its own is the one to look at.
+            return ServiceFailed(own[0], f"made the broker refuse the lab's {svc.name} "
+                                 f"service ({line}): declare every queue and exchange with "
+                                 "exactly the contract's arguments; then the "
+                                 f"{exc.service} service {exc.what}",
+                                 self.services[own[0]].log_tail(), at_start=True,
+                                 port_opened=exc.port_opened)
         what = (f"shows a broker error in its log ({line}), and then the {exc.service} "
                 f"service {exc.what}" if svc.name != exc.service else
                 f"{exc.what}; its log shows a broker error ({line})")
