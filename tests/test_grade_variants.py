@@ -10,6 +10,7 @@ mark must go.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,3 +139,18 @@ def test_a_start_up_failure_is_blamed_on_the_service_whose_declaration_caused_it
     assert first.passed is None and first.evidence["service"] == "inventory", card.text()
     assert "PRECONDITION_FAILED" in first.happened, first.happened
     assert card.scenarios[1].checks[0].evidence.get("skipped") is True
+
+
+def test_a_definitions_file_is_loaded_before_the_services_start(broker, tmp_path):
+    from harness import amqp
+    from harness.lab import Lab
+    (tmp_path / "definitions.json").write_text(json.dumps({"queues": [
+        {"name": "from_definitions", "vhost": "/", "durable": True, "auto_delete": False,
+         "arguments": {}}]}))
+    spec = tmp_path / "impl.toml"
+    spec.write_text((ROOT / "solutions/inventory/impl.toml").read_text().replace(
+        '["{python}", "inventory.py"]', f'["{{python}}", "{ROOT}/solutions/inventory/'
+        'inventory.py"]') + '\n[broker]\ndefinitions = "definitions.json"\n')
+    with Lab(broker, impl=spec, workdir=tmp_path / "lab") as lab:
+        # Loaded into the lab's own vhost (the file's "vhost" is the one it is loaded into).
+        assert amqp.depth(lab.amqp_url, "from_definitions") == 0
