@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from harness.brokers.base import Broker
 from harness.brokers.netns import GradeNamespace, netns_available
+from harness.lab.blame import blame
 from harness.lab.client import ContractGap, LabClient, MissingPath
 from harness.lab.impl import SERVICES, Impl, render, resolve
 from harness.lab.service import ServiceFailed, ServiceProcess
@@ -50,10 +51,6 @@ def _close_live_labs() -> None:
         with contextlib.suppress(Exception):
             lab.close()
 
-
-# Broker replies that close a channel or connection for a reason the implementation caused.
-BROKER_ERRORS = ("PRECONDITION_FAILED", "ACCESS_REFUSED", "NOT_ALLOWED", "RESOURCE_LOCKED",
-                 "COMMAND_INVALID")
 
 # Whether namespaces can be made here does not change while we run: ask once.
 _netns_available = functools.cache(netns_available)
@@ -307,43 +304,11 @@ class Lab(LabClient):
             for svc in self._all():
                 svc.wait_healthy(self.config.health_timeout)
         except ServiceFailed as exc:
-            raise self._blame(exc) from None
+            raise blame(exc, self._all(), self.impl) from None
         log.info("lab up (%s): %s (vhost %s, logs in %s)", self.impl.name,
                  ", ".join(f"{s.name} {s.url}" for s in self._all()),
                  self.vhost or "/", self.workdir)
         return self
-
-    def _blame(self, exc: ServiceFailed) -> ServiceFailed:
-        """The start-up failure, blamed on the service whose log shows a broker error (a
-        student's queue arguments can get the lab's own service's channel closed)."""
-        shown = []
-        for svc in self._all():
-            lines = [ln for ln in svc.log_tail(200).splitlines()
-                     if any(m in ln for m in BROKER_ERRORS)]
-            if lines:
-                shown.append((svc, lines[-1].strip()[:300]))
-        # The implementation's own service first: the lab's service only met the error.
-        shown.sort(key=lambda found: self.impl.services[found[0].name].lab)
-        if not shown:
-            return ServiceFailed(exc.service, exc.what, exc.log_tail, at_start=True,
-                                 port_opened=exc.port_opened)
-        svc, line = shown[0]
-        own = [n for n, spec in self.impl.services.items() if not spec.lab]
-        if self.impl.services[svc.name].lab and len(own) == 1:
-            # The lab's service only met the error (say its channel was closed because the
-            # implementation's service declared a queue with other arguments): the
-            # implementation's one service of its own is the one to look at.
-            return ServiceFailed(own[0], f"made the broker refuse the lab's {svc.name} "
-                                 f"service ({line}): declare every queue and exchange with "
-                                 "exactly the contract's arguments; then the "
-                                 f"{exc.service} service {exc.what}",
-                                 self.services[own[0]].log_tail(), at_start=True,
-                                 port_opened=exc.port_opened)
-        what = (f"shows a broker error in its log ({line}), and then the {exc.service} "
-                f"service {exc.what}" if svc.name != exc.service else
-                f"{exc.what}; its log shows a broker error ({line})")
-        return ServiceFailed(svc.name, what, svc.log_tail(), at_start=True,
-                             port_opened=exc.port_opened)
 
     def close(self) -> None:
         """Stop every service and drop the lab's vhost (idempotent)."""
