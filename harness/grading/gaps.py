@@ -16,7 +16,7 @@ import pika.exceptions
 
 from harness.invariants import Check
 from harness.lab.client import ContractGap, MissingPath
-from harness.runner import GAPS_FILE, OBSERVED_FILE
+from harness.runner import GAPS_FILE, OBSERVED_FILE, QueueMissing
 
 EVERYTHING = frozenset({"orders", "inventory", "ledger", "notifications", "dlq"})
 
@@ -57,6 +57,8 @@ def gap_of(exc: BaseException) -> ContractGap | None:
     """The contract gap an exception out of a scenario shows, if it shows one."""
     if isinstance(exc, MissingPath):
         return exc.gap
+    if isinstance(exc, QueueMissing):
+        return ContractGap(str(exc).split(" does not exist")[0], "does not exist")
     if isinstance(exc, pika.exceptions.ChannelClosedByBroker) and exc.reply_code == 404:
         found = _AMQP_404.search(exc.reply_text or "")
         if found:
