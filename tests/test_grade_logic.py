@@ -70,3 +70,26 @@ def test_status_checks_are_skipped_when_the_order_service_never_updates_a_status
 
 def test_a_verdict_without_the_whole_run_counts_is_not_split():
     assert verdicts.split("x", "t", Verdict(True, {"lost": 0}), {}, {}) is None
+
+
+def test_the_card_lists_gaps_first_and_counts_unjudged_checks(tmp_path):
+    from harness.grading.grade import ReportCard, ScenarioGrade
+    from harness.reporting.card import html_page, markdown
+    hidden = [ContractGap("GET /reservations (inventory)", "answered 404", ("ledger",))]
+    checks = gaps.unjudge([check("nothing lost", False), check("no double reservation")],
+                          hidden)
+    card = ReportCard("shop", None, "local", [ScenarioGrade("baseline", "s", checks, gaps=hidden)],
+                      tmp_path, "now", gaps.summarise([("baseline", hidden, checks)]))
+    assert not card.passed
+    assert card.counts() == {"passed": 0, "failed": 1, "not_run": 0, "skipped": 0,
+                             "not_judged": 1, "contract_gaps": 1}
+    md = markdown(card)
+    assert md.index("## Fix this first") < md.index("## What to fix") < md.index("## Every")
+    fix = md[md.index("## What to fix"):md.index("## Every")]
+    # A check a gap left unjudged is listed once, under its gap.
+    assert "nothing lost" in fix and "no double reservation" not in fix
+    page = html_page(card)
+    assert page.index("id='gaps'") < page.index("id='failures'")
+    assert "tr class='check UNJUDGED'" in page
+    assert card.to_dict()["contract_gaps"][0]["checks_not_judged"] == [
+        "baseline: no double reservation"]
