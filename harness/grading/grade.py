@@ -153,7 +153,8 @@ def _broker_for_impl(impl: Impl, broker: Any, kind: str) -> Iterator[Any]:
 def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
           orders: int | None = None, small: bool = False, out: str | Path = "runs",
           only: list[str] | None = None, broker_kind: str = "auto",
-          progress: bool = True) -> ReportCard:
+          progress: bool = True, scenario_kwargs: dict[str, dict[str, Any]] | None = None
+          ) -> ReportCard:
     """Run every black-box scenario against `impl` and write the report card.
 
     Args:
@@ -163,6 +164,8 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
         small: CI-sized runs (each scenario's `ci_kwargs`); `orders` still wins.
         out: folder for the card's run folder.
         only: names of the scenarios to run (default: every black-box one).
+        scenario_kwargs: per scenario name, keyword arguments that win over the sizes
+            above (tests use it to keep a run short, e.g. {"chaos": {"settle_s": 20}}).
     """
     spec = resolve(impl)
     chosen = registry.black_box()
@@ -184,7 +187,8 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
                     {"skipped": True})]))
                 continue
             log.info("grading %s: %s", spec.name, sc.name)
-            one = _grade_one(sc, spec, b, card_dir, orders, small, progress)
+            one = _grade_one(sc, spec, b, card_dir, orders, small, progress,
+                             (scenario_kwargs or {}).get(sc.name, {}))
             grades.append(one)
             if one.start_failed:
                 stop = f"not run, since a service never came up in {sc.name} (see there)"
@@ -201,7 +205,8 @@ def _slug(name: str) -> str:
 
 
 def _grade_one(sc: registry.Scenario, impl: Impl, broker: Any, card_dir: Path,
-               orders: int | None, small: bool, progress: bool) -> ScenarioGrade:
+               orders: int | None, small: bool, progress: bool,
+               extra: dict[str, Any]) -> ScenarioGrade:
     if sc.needs_cluster and len(broker.nodes) < 3:
         return ScenarioGrade(sc.name, sc.summary, [Check(
             sc.name, "(scenario)", sc.summary, "-",
@@ -215,6 +220,7 @@ def _grade_one(sc: registry.Scenario, impl: Impl, broker: Any, card_dir: Path,
     kwargs: dict[str, Any] = dict(sc.ci_kwargs) if small else {}
     if orders is not None and sc.accepts_orders:
         kwargs["orders"] = orders
+    kwargs.update(extra)
     folder = card_dir / "scenarios"
     try:
         result: ScenarioResult = sc.function(broker, out=folder, progress=progress, impl=impl,

@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from harness.brokers.base import Broker
 from harness.brokers.netns import GradeNamespace, netns_available
-from harness.lab.blame import blame
+from harness.lab.blame import blame, broker_error
 from harness.lab.client import ContractGap, LabClient, MissingPath
 from harness.lab.impl import SERVICES, Impl, render, resolve
 from harness.lab.service import ServiceFailed, ServiceProcess
@@ -302,7 +302,8 @@ class Lab(LabClient):
             for svc in self._all():
                 svc.start()
             for svc in self._all():
-                svc.wait_healthy(self.config.health_timeout)
+                svc.wait_healthy(self.config.health_timeout,
+                                 give_up=lambda: broker_error(self._all()))
         except ServiceFailed as exc:
             raise blame(exc, self._all(), self.impl) from None
         log.info("lab up (%s): %s (vhost %s, logs in %s)", self.impl.name,

@@ -10,15 +10,28 @@ BROKER_ERRORS = ("PRECONDITION_FAILED", "ACCESS_REFUSED", "NOT_ALLOWED", "RESOUR
                  "COMMAND_INVALID")
 
 
+def _errors(svc: ServiceProcess) -> list[str]:
+    return [ln.strip()[:300] for ln in svc.log_tail(200).splitlines()
+            if any(m in ln for m in BROKER_ERRORS)]
+
+
+def broker_error(processes: list[ServiceProcess]) -> str | None:
+    """A broker error some service's log shows (a reason to stop waiting for health)."""
+    for svc in processes:
+        found = _errors(svc)
+        if found:
+            return f"the {svc.name} service's log shows a broker error ({found[-1]})"
+    return None
+
+
 def blame(exc: ServiceFailed, processes: list[ServiceProcess], impl: Impl) -> ServiceFailed:
     """The start-up failure, blamed on the service whose log shows a broker error (a
     student's queue arguments can get the lab's own service's channel closed)."""
     shown = []
     for svc in processes:
-        lines = [ln for ln in svc.log_tail(200).splitlines()
-                 if any(m in ln for m in BROKER_ERRORS)]
+        lines = _errors(svc)
         if lines:
-            shown.append((svc, lines[-1].strip()[:300]))
+            shown.append((svc, lines[-1]))
     # The implementation's own service first: the lab's service only met the error.
     shown.sort(key=lambda found: impl.services[found[0].name].lab)
     if not shown:

@@ -132,10 +132,14 @@ class ServiceProcess:
             body = {"body": body}
         return body if self._ours(body) else None
 
-    def wait_healthy(self, timeout: float = 60.0, port_grace: float = PORT_GRACE_S
-                     ) -> dict[str, Any]:
+    def wait_healthy(self, timeout: float = 60.0, port_grace: float = PORT_GRACE_S,
+                     give_up: Any = None) -> dict[str, Any]:
         """Block until the health path answers 200; ServiceFailed if it exits, times out, or
-        has not opened its port within `port_grace` seconds (no need to wait longer then)."""
+        has not opened its port within `port_grace` seconds (no need to wait longer then).
+
+        `give_up()`, asked after `port_grace` seconds, may name a reason to stop waiting
+        (say a broker error in a log): the wait then fails at once with it.
+        """
         started = time.monotonic()
         opened = [False]
 
@@ -151,6 +155,12 @@ class ServiceProcess:
                                     f"{self.port} within {port_grace:.0f} s (does it listen "
                                     "on the port the harness gave it?)", self.log_tail(),
                                     port_opened=False)
+            if body is None and give_up is not None and \
+                    time.monotonic() - started > min(port_grace, timeout):
+                reason = give_up()
+                if reason:
+                    raise ServiceFailed(self.name, f"did not become healthy: {reason}",
+                                        self.log_tail(), port_opened=opened[0])
             return body
         try:
             return wait_until(healthy, timeout, f"{self.name} service healthy on {self.url}")
