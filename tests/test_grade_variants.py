@@ -118,6 +118,16 @@ def test_a_correct_but_different_implementation_passes(name, broker, tmp_path):
     judge(graded(CORRECT[name], broker, tmp_path), CORRECT[name])
 
 
+def test_an_inventory_without_http_is_a_gap_and_the_rest_is_judged(broker, tmp_path):
+    card = grade(VARIANTS / "no_http_inventory.toml", broker, small=True, progress=False,
+                 out=tmp_path, only=["baseline"])
+    assert [g["what"] for g in card.gaps] == ["HTTP on the inventory service"], card.text()
+    rows = {c.name: c for c in card.checks}
+    assert rows["nothing lost"].passed is True and rows["services stay up"].passed is True
+    assert rows["stock conserved"].evidence["not_judged"] is True
+    assert not card.passed
+
+
 def test_the_original_lab_gets_real_failures_with_its_gaps_first(broker, tmp_path):
     # pika + Flask, ports 5001-5003, RABBITMQ_HOST: no GET /reservations, no DLQ, no
     # confirms, consumers that never reconnect.

@@ -73,7 +73,7 @@ def unjudge(checks: list[Check], gaps: list[ContractGap]) -> list[Check]:
     out = []
     for c in checks:
         needs = frozenset(c.evidence.get("needs") or NEEDS.get(c.name, ()))
-        blocked = [hidden[n] for n in sorted(needs) if n in hidden]
+        blocked = list(dict.fromkeys(hidden[n] for n in sorted(needs) if n in hidden))
         if not blocked:
             out.append(c)
             continue

@@ -245,8 +245,8 @@ def _failed(sc: registry.Scenario, folder: Path, exc: Exception) -> ScenarioGrad
     if gap is not None and all(g.what != gap.what for g in gaps):
         gaps.append(gap)
     if gap is not None:
-        grade = _not_run(sc, folder, f"not judged: the scenario needs {gap.what}, which "
-                         f"{gap.detail}", None)
+        grade = _not_run(sc, folder, f"not judged: the scenario needs {gap.what} "
+                         f"({gap.detail})", None)
         grade.checks[0].evidence.update({"not_judged": True, "contract_gap": [gap.what]})
     elif isinstance(exc, ServiceFailed):
         grade = _not_run(sc, folder, f"the {exc.service} service {exc.what}", exc.log_tail)

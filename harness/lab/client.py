@@ -45,6 +45,10 @@ class LabClient:
 
     def get(self, name: str, path: str, **kwargs: Any) -> Any:
         """GET a JSON document from a service."""
+        if not self.services[name].http:  # no HTTP at all: the gap the lab noted at start
+            gap = next((g for g in self.gaps if g.what == f"HTTP on the {name} service"),
+                       ContractGap(f"HTTP on the {name} service", "none served"))
+            raise MissingPath(f"GET {path}: the {name} service serves no HTTP", gap)
         r = requests.get(self.url(name) + path, timeout=kwargs.pop("timeout", 10), **kwargs)
         if r.status_code in (404, 405) and not path.startswith("/order/"):
             gap = ContractGap(f"GET {path} ({name})", f"answered {r.status_code}",

@@ -62,6 +62,9 @@ class ServiceProcess:
         self.starts = 0
         # Where the harness reaches it, if not at `port` (a forward out of a namespace).
         self.reach_port: int | None = None
+        # False for a service that serves no HTTP at all (a contract gap the lab noted):
+        # running is then all that can be known of its health.
+        self.http = True
         # How to tell whether the port is open (a netns lab probes inside its namespace).
         self.port_probe: Any = lambda: _accepts(self.port)
 
@@ -118,6 +121,8 @@ class ServiceProcess:
 
     def health(self) -> dict[str, Any] | None:
         """The service's health body (a dict), or None if it does not answer 200 (from us)."""
+        if not self.http:
+            return {"status": "running", "http": False} if self.running else None
         try:
             r = requests.get(self.url + self.health_path, timeout=2)
         except requests.RequestException:
