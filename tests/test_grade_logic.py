@@ -93,3 +93,14 @@ def test_the_card_lists_gaps_first_and_counts_unjudged_checks(tmp_path):
     assert "tr class='check UNJUDGED'" in page
     assert card.to_dict()["contract_gaps"][0]["checks_not_judged"] == [
         "baseline: no double reservation"]
+
+
+def test_zero_orders_to_wait_for_is_an_answer_not_a_timeout():
+    from harness.lab.client import LabClient
+
+    class Quiet(LabClient):
+        def notifications(self):
+            return []
+
+    # A time-out of an hour: returning at all proves it did not wait for it.
+    assert Quiet().wait_notified([], timeout=3600) == []
