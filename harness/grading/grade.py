@@ -292,8 +292,14 @@ def _log_tails(folder: Path, name: str, lines: int = 15) -> str:
 
 
 def _pngs(result: ScenarioResult) -> dict[str, bytes]:
+    # The scenario wrote each chart as a PNG into its run folder: embed those, rendering
+    # again only a chart that is not there.
     out = {}
     for name, fig in result.figures.items():
+        written = result.run_dir / f"{name}.png" if result.run_dir else None
+        if written is not None and written.exists():
+            out[name] = written.read_bytes()
+            continue
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80)
         out[name] = buf.getvalue()
