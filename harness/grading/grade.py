@@ -108,14 +108,16 @@ class ReportCard:
         lines = [f"== report card: {self.impl} =="]
         if self.gaps:
             lines.append("  fix this first (contract gaps):")
-            lines += [f"  GAP    {g['what']} {g['detail']} ({len(g['checks_not_judged'])} "
-                      "checks not judged)" for g in self.gaps]
+            lines += [f"  GAP      {g['what']} {g['detail']} "
+                      f"({len(g['checks_not_judged'])} checks not judged)" for g in self.gaps]
         for c in self.checks:
-            lines.append(f"  {mark(c):<6} {c.scenario:<20} {c.name}")
-            if c.passed is not True:
-                lines.append(f"         {c.happened}")
+            lines.append(f"  {mark(c):<8} {c.scenario:<20} {c.name}")
+            if not_judged(c):  # its cause is the gap listed above: named, not repeated
+                lines.append(f"           (contract gap: {', '.join(c.evidence['contract_gap'])})")
+            elif c.passed is not True:
+                lines.append(f"           {c.happened}")
             tail = [t for t in str(c.evidence.get("log_tail") or "").splitlines() if t.strip()]
-            lines += [f"         | {t}" for t in tail[-3:]]
+            lines += [f"           | {t}" for t in tail[-3:]]
         n = self.counts()
         lines.append(f"  {n['passed']} passed, {n['failed']} failed, {n['not_run']} could not "
                      f"run, {n['skipped']} skipped, {n['not_judged']} not judged, "
