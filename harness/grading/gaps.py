@@ -33,6 +33,13 @@ NEEDS: dict[str, frozenset[str]] = {
     "copy with a new event_id: not reserved twice": frozenset({"ledger"}),
     "poison orders dead-lettered": frozenset({"dlq"}),
     "verdict": EVERYTHING,  # a scenario judged as a whole (chaos) reads everything
+    # The outcome checks the invariants branch adds (by its names).
+    "stock never below zero": frozenset({"inventory"}),
+    "outcomes match the ledger": frozenset({"ledger"}),
+    "ledger survives restarts": frozenset({"ledger"}),
+    "FAILED exactly when stock is short": frozenset({"ledger", "orders"}),
+    "a FAILED order stays FAILED": frozenset({"ledger"}),
+    "stock ran short": frozenset({"ledger"}),
 }
 
 _AMQP_404 = re.compile(r"NOT_FOUND - no (queue|exchange) '([^']*)'")
