@@ -12,6 +12,7 @@ from harness.lab.impl import ImplError, fill, lab_impl, load_impl, render, resol
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ["examples/naive/impl.toml", "exercises/inventory/impl.toml",
+         "tests/impls/original_lab/impl.toml", "tests/impls/fixed_ports/impl.toml",
          "solutions/inventory/impl.toml", "tests/impls/fixed_port_notification/impl.toml"]
 
 
@@ -104,3 +105,33 @@ def test_a_fixed_port_service_cannot_have_replicas(tmp_path):
                                                       "inventory.sqlite")}
     note = lab.services["notification"]
     assert note.port == 5003 and note.env["RABBIT_USER"] == "u" and note.argv == ["sh", "run.sh"]
+
+
+def test_broker_addresses_of_its_own_are_read_and_checked(tmp_path):
+    (tmp_path / "defs.json").write_text("{}")
+    impl = load_impl(spec(tmp_path, """
+[broker]
+host = "rabbitmq"
+port = 5672
+definitions = "defs.json"
+[order]
+command = "a"
+"""))
+    assert impl.broker_host == "rabbitmq" and impl.broker_port == 5672
+    assert impl.definitions == (tmp_path / "defs.json").resolve() and impl.fixed_addresses
+    for bad, key in (("host = 'no spaces'", "'broker.host'"), ("port = 0", "'broker.port'"),
+                     ("definitions = 'nope.json'", "'broker.definitions'")):
+        with pytest.raises(ImplError, match=key):
+            load_impl(spec(tmp_path, f"[broker]\n{bad}\n[order]\ncommand = 'a'"))
+
+
+def test_without_a_namespace_a_fixed_broker_port_is_refused_clearly(tmp_path):
+    from harness.lab import LabConfig, ServiceFailed
+    impl = load_impl(ROOT / "tests/impls/fixed_ports/impl.toml")
+    url = "amqp://guest:guest@127.0.0.1:25672/%2F"
+    broker = type("B", (), {"amqp_url": url, "amqp_urls": [url], "management_url": None})()
+    lab = Lab(broker, LabConfig(own_network=False), impl=impl, workdir=tmp_path)
+    with pytest.raises(ServiceFailed) as err:
+        lab.start()
+    assert "connects to port 5672 only" in str(err.value) and err.value.at_start
+    assert not any(p.running for p in lab.processes["order"])

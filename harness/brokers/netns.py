@@ -1,4 +1,7 @@
-"""One network namespace per cluster node, joined by veth pairs to a bridge on the host.
+"""Network namespaces: one per cluster node (NetnsNetwork), and one per grade of an
+implementation that hard-codes its addresses (GradeNamespace, at the end).
+
+One network namespace per cluster node, joined by veth pairs to a bridge on the host.
 
 Then a node can be partitioned from everyone (its host-side veth goes down) and healed,
 not only killed. Needs root and a kernel with network namespaces (`ip netns add`); every
@@ -13,13 +16,17 @@ and teardown removes exactly what was created here.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
 import random
 import secrets
 import shutil
+import socket
 import subprocess
+import threading
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +148,198 @@ class NetnsNetwork:
         left += [n for n in (self.bridge, *(self.veth(i) for i in range(self.size)))
                  if f" {n}:" in links or f" {n}@" in links]
         return left
+
+
+# ---- one namespace per grade: an implementation's own addresses ---------------------------
+#
+# An implementation that hard-codes localhost:5672 (or a host name such as `rabbitmq`) and
+# fixed HTTP ports runs in a namespace of its own, where those addresses are free and its
+# own: the broker is forwarded to 127.0.0.1:5672 inside, the host names resolve to
+# 127.0.0.1 there (/etc/netns/<ns>/hosts, which `ip netns exec` mounts over /etc/hosts),
+# and each service's HTTP port is forwarded to a free port on the host. Sockets are made
+# inside the namespace by a thread that enters it (setns), so no bridge or veth is needed,
+# and two grades of fixed-port implementations run side by side.
+
+_CLONE_NEWNET = 0x40000000
+_NETNS_DIR = "/var/run/netns"
+
+
+def in_namespace(ns: str, make: Any) -> Any:
+    """Call `make()` in a thread that has entered namespace `ns`; return what it returns
+    (a socket made there stays in that namespace)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with open(f"{_NETNS_DIR}/{ns}") as target:
+                if libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {ns}: {os.strerror(err)}")
+            out["value"] = make()  # the thread ends here: nothing to switch back
+        except BaseException as exc:  # handed to the caller's thread
+            out["error"] = exc
+
+    t = threading.Thread(target=run, name=f"netns-{ns}", daemon=True)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+class Forward:
+    """A TCP forward: a listener (made by `listen`) whose connections are joined to new
+    connections made by `connect` (each of which may target somewhere else: a broker node
+    that moved)."""
+
+    def __init__(self, listener: socket.socket, connect: Any, name: str) -> None:
+        self.listener, self.connect, self.name = listener, connect, name
+        self.port = listener.getsockname()[1]
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name=f"forward-{name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._join, args=(client,), daemon=True).start()
+
+    def _join(self, client: socket.socket) -> None:
+        try:
+            upstream = self.connect()
+        except OSError:
+            client.close()  # nothing there now: the caller sees a refused/closed connection
+            return
+        with self._lock:
+            self._open.update((client, upstream))
+        pumps = [threading.Thread(target=_pump, args=pair, daemon=True)
+                 for pair in ((client, upstream), (upstream, client))]
+        for p in pumps:
+            p.start()
+        for p in pumps:
+            p.join()
+        with self._lock:
+            self._open.difference_update((client, upstream))
+        client.close()
+        upstream.close()
+
+    def drop_connections(self) -> None:
+        """Cut every connection through this forward (as a broker restart would)."""
+        with self._lock:
+            for s in list(self._open):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop listening and cut every connection."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.drop_connections()
+
+
+def _listener(host: str, port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(128)
+    return s
+
+
+class GradeNamespace:
+    """A network namespace for one grade: loopback up, host names resolving to 127.0.0.1,
+    forwards in (the broker on a port of the implementation's choice) and out (its HTTP)."""
+
+    def __init__(self, hostnames: tuple[str, ...] = ()) -> None:
+        self.name = f"rabbitlab-g{secrets.token_hex(4)}"
+        self.hostnames = tuple(h for h in hostnames if h not in ("localhost", "127.0.0.1"))
+        self.forwards: list[Forward] = []
+        self.created = False
+
+    @property
+    def prefix(self) -> list[str]:
+        """The command prefix that runs a program inside the namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    @property
+    def etc(self) -> str:
+        """The folder whose files `ip netns exec` mounts over /etc for this namespace."""
+        return f"/etc/netns/{self.name}"
+
+    def create(self) -> GradeNamespace:
+        """Make the namespace, bring its loopback up and write its hosts file."""
+        self.created = True
+        try:
+            _ip("netns", "add", self.name)
+            _ip("-n", self.name, "link", "set", "lo", "up")
+            os.makedirs(self.etc, exist_ok=True)
+            names = " ".join(("localhost", *self.hostnames))
+            with open(f"{self.etc}/hosts", "w") as f:
+                f.write(f"127.0.0.1 {names}\n::1 localhost ip6-localhost\n")
+        except BaseException:
+            self.destroy()
+            raise
+        log.info("grade namespace %s (host names %s)", self.name, self.hostnames or "-")
+        return self
+
+    def forward_in(self, port: int, target: Any) -> Forward:
+        """Listen on 127.0.0.1:port inside; join each connection to `target()` = (host,
+        port) on the host, read afresh for each connection."""
+        listener = in_namespace(self.name, lambda: _listener("127.0.0.1", port))
+        fwd = Forward(listener, lambda: socket.create_connection(target(), timeout=5),
+                      f"{self.name}-in-{port}")
+        self.forwards.append(fwd)
+        return fwd
+
+    def connect_inside(self, port: int, timeout: float = 5) -> socket.socket:
+        """A TCP connection to 127.0.0.1:port inside the namespace."""
+        def make() -> socket.socket:
+            s = socket.socket()
+            s.settimeout(timeout)
+            s.connect(("127.0.0.1", port))
+            s.settimeout(None)
+            return s
+        return in_namespace(self.name, make)
+
+    def accepts(self, port: int) -> bool:
+        """True if something inside listens on 127.0.0.1:port."""
+        try:
+            self.connect_inside(port, timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def forward_out(self, port: int) -> Forward:
+        """Listen on a free port on the host's 127.0.0.1; join each connection to
+        127.0.0.1:port inside the namespace. Its `.port` is where the harness reaches it."""
+        fwd = Forward(_listener("127.0.0.1", 0), lambda: self.connect_inside(port),
+                      f"{self.name}-out-{port}")
+        self.forwards.append(fwd)
+        return fwd
+
+    def destroy(self) -> None:
+        """Close the forwards, delete the namespace and its /etc folder; idempotent."""
+        for fwd in self.forwards:
+            fwd.close()
+        self.forwards.clear()
+        if self.created:
+            _ip("netns", "del", self.name, check=False)
+            shutil.rmtree(self.etc, ignore_errors=True)
+            self.created = False

@@ -79,8 +79,26 @@ def scenarios_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def timing_markdown() -> str:
+    """The contract's throughput floor and the grader's time bounds, from the code."""
+    from harness.lab import LabConfig
+    from harness.lab.service import PORT_GRACE_S
+    from harness.runner import STALL_S, THROUGHPUT_FLOOR
+    return (f"- **Throughput floor**: each service handles at least {THROUGHPUT_FLOOR:g} "
+            f"orders per second ({1000 / THROUGHPUT_FLOOR:.0f} ms per order) under the "
+            "scenarios' load. The harness waits for notifications for as long as this floor "
+            f"allows, and past a scenario's own bound for as long as notifications keep "
+            f"arriving (at most {STALL_S:g} s apart): a slower implementation is waited for "
+            "while it makes progress; one that stops is not.\n"
+            f"- **Start-up**: a service opens its HTTP port within {PORT_GRACE_S:g} s and "
+            f"answers `200` on its health path within {LabConfig().health_timeout:g} s; "
+            "otherwise the grade stops at once with its log tail and whether the port was "
+            "ever open.\n")
+
+
 GENERATORS = {"services": services_markdown, "topology": topology_markdown,
-              "scenarios": scenarios_markdown, "endpoints": endpoints_markdown}
+              "scenarios": scenarios_markdown, "endpoints": endpoints_markdown,
+              "timing": timing_markdown}
 
 
 def render(text: str) -> str:

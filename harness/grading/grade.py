@@ -10,11 +10,8 @@ or times out is reported as such with its log tail, never as a harness traceback
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import html
 import io
-import json
 import logging
 import traceback
 from collections.abc import Iterator
@@ -25,12 +22,20 @@ from typing import Any
 
 import requests
 
+from harness.brokers.netns import netns_available
+from harness.grading import gaps as contract
+from harness.grading import verdicts
 from harness.invariants import Check
 from harness.lab import ServiceFailed
 from harness.lab.impl import Impl, resolve
+from harness.ports import port_free
+from harness.reporting.card import html_page, mark, markdown, not_judged, skipped, write_card
 from harness.reporting.results import ScenarioResult, _jsonable, run_folder
 from harness.scenarios import registry
 from harness.waiting import WaitTimeout
+
+# The card's rendering lives in harness.reporting.card; these names stay importable here.
+__all__ = ["ReportCard", "ScenarioGrade", "grade", "html_page", "markdown", "write_card"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ class ScenarioGrade:
     run_dir: Path | None = None
     error: str | None = None
     log_tail: str | None = None
+    gaps: list[contract.ContractGap] = field(default_factory=list)
+    start_failed: bool = False  # a service never came up at the lab's start
 
 
 @dataclass
@@ -58,6 +65,8 @@ class ReportCard:
     scenarios: list[ScenarioGrade]
     run_dir: Path
     started: str
+    # Contract gaps (harness.grading.gaps.summarise): listed first, "fix this first".
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def checks(self) -> list[Check]:
@@ -66,16 +75,20 @@ class ReportCard:
 
     @property
     def passed(self) -> bool:
-        """True iff no check failed and none could not be run (skips do not fail)."""
-        return all(c.passed is True or _skipped(c) for c in self.checks)
+        """True iff no contract gap, no check failed and none could not be run (skips do not
+        fail)."""
+        return not self.gaps and all(c.passed is True or skipped(c) for c in self.checks)
 
     def counts(self) -> dict[str, int]:
-        """Checks passed, failed, not run (error or time-out) and skipped."""
-        out = {"passed": 0, "failed": 0, "not_run": 0, "skipped": 0}
+        """Checks passed, failed, not run (error or time-out), skipped, and not judged (a
+        contract gap hid what they need); and the contract gaps."""
+        out = {"passed": 0, "failed": 0, "not_run": 0, "skipped": 0, "not_judged": 0}
         for c in self.checks:
             key = ("passed" if c.passed else "failed" if c.passed is False
-                   else "skipped" if _skipped(c) else "not_run")
+                   else "skipped" if skipped(c) else "not_judged" if not_judged(c)
+                   else "not_run")
             out[key] += 1
+        out["contract_gaps"] = len(self.gaps)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +96,7 @@ class ReportCard:
         return _jsonable({
             "impl": self.impl, "spec": self.spec, "broker": self.broker, "started": self.started,
             "passed": self.passed, "counts": self.counts(), "run_dir": str(self.run_dir),
+            "contract_gaps": self.gaps,
             "scenarios": [{"name": s.name, "summary": s.summary, "error": s.error,
                            "log_tail": s.log_tail,
                            "run_dir": str(s.run_dir) if s.run_dir else None,
@@ -92,29 +106,24 @@ class ReportCard:
     def text(self) -> str:
         """A terminal summary: one line per check."""
         lines = [f"== report card: {self.impl} =="]
+        if self.gaps:
+            lines.append("  fix this first (contract gaps):")
+            lines += [f"  GAP      {g['what']} {g['detail']} "
+                      f"({len(g['checks_not_judged'])} checks not judged)" for g in self.gaps]
         for c in self.checks:
-            lines.append(f"  {_mark(c):<6} {c.scenario:<20} {c.name}")
-            if c.passed is not True:
-                lines.append(f"         {c.happened}")
+            lines.append(f"  {mark(c):<8} {c.scenario:<20} {c.name}")
+            if not_judged(c):  # its cause is the gap listed above: named, not repeated
+                lines.append(f"           (contract gap: {', '.join(c.evidence['contract_gap'])})")
+            elif c.passed is not True:
+                lines.append(f"           {c.happened}")
             tail = [t for t in str(c.evidence.get("log_tail") or "").splitlines() if t.strip()]
-            lines += [f"         | {t}" for t in tail[-3:]]
+            lines += [f"           | {t}" for t in tail[-3:]]
         n = self.counts()
         lines.append(f"  {n['passed']} passed, {n['failed']} failed, {n['not_run']} could not "
-                     f"run, {n['skipped']} skipped")
+                     f"run, {n['skipped']} skipped, {n['not_judged']} not judged, "
+                     f"{n['contract_gaps']} contract gaps")
         lines.append(f"  report: {self.run_dir / 'report.html'}")
         return "\n".join(lines)
-
-
-def _skipped(c: Check) -> bool:
-    return c.passed is None and c.evidence.get("skipped") is True
-
-
-def _mark(c: Check) -> str:
-    if c.passed:
-        return "PASS"
-    if c.passed is False:
-        return "FAIL"
-    return "SKIP" if _skipped(c) else "ERROR"
 
 
 # ---- running ----------------------------------------------------------------------------
@@ -134,14 +143,20 @@ def _broker_for_impl(impl: Impl, broker: Any, kind: str) -> Iterator[Any]:
             raise ValueError(f"{impl.name} does not honour vhosts, so it needs a broker of its "
                              "own, and a URL broker cannot be had fresh: use --broker local, "
                              "docker or auto")
-    with open_broker(kind, username=impl.user, password=impl.password) as own:
+    settings: dict[str, Any] = {"username": impl.user, "password": impl.password}
+    if impl.broker_port is not None and not netns_available()[0] \
+            and port_free(impl.broker_port):
+        # No namespace to forward it in: the broker itself on the port the code expects.
+        settings["amqp_port"] = impl.broker_port
+    with open_broker(kind, **settings) as own:
         yield own
 
 
 def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
           orders: int | None = None, small: bool = False, out: str | Path = "runs",
           only: list[str] | None = None, broker_kind: str = "auto",
-          progress: bool = True) -> ReportCard:
+          progress: bool = True, scenario_kwargs: dict[str, dict[str, Any]] | None = None
+          ) -> ReportCard:
     """Run every black-box scenario against `impl` and write the report card.
 
     Args:
@@ -151,6 +166,8 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
         small: CI-sized runs (each scenario's `ci_kwargs`); `orders` still wins.
         out: folder for the card's run folder.
         only: names of the scenarios to run (default: every black-box one).
+        scenario_kwargs: per scenario name, keyword arguments that win over the sizes
+            above (tests use it to keep a run short, e.g. {"chaos": {"settle_s": 20}}).
     """
     spec = resolve(impl)
     chosen = registry.black_box()
@@ -164,12 +181,23 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
     grades: list[ScenarioGrade] = []
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with _broker_for_impl(spec, broker, broker_kind) as b:
+        stop: str | None = None
         for sc in chosen:
+            if stop is not None:  # one finding, not the same one per scenario
+                grades.append(ScenarioGrade(sc.name, sc.summary, [Check(
+                    sc.name, "(scenario)", sc.summary, "-", f"skipped: {stop}", None,
+                    {"skipped": True})]))
+                continue
             log.info("grading %s: %s", spec.name, sc.name)
-            grades.append(_grade_one(sc, spec, b, card_dir, orders, small, progress))
+            one = _grade_one(sc, spec, b, card_dir, orders, small, progress,
+                             (scenario_kwargs or {}).get(sc.name, {}))
+            grades.append(one)
+            if one.start_failed:
+                stop = f"not run, since a service never came up in {sc.name} (see there)"
         broker_name = f"{getattr(b, 'provider', '?')}"
+    found = contract.summarise([(g.name, g.gaps, g.checks) for g in grades])
     card = ReportCard(spec.name, str(spec.path) if spec.path else None, broker_name, grades,
-                      card_dir, started)
+                      card_dir, started, found)
     write_card(card)
     return card
 
@@ -179,7 +207,8 @@ def _slug(name: str) -> str:
 
 
 def _grade_one(sc: registry.Scenario, impl: Impl, broker: Any, card_dir: Path,
-               orders: int | None, small: bool, progress: bool) -> ScenarioGrade:
+               orders: int | None, small: bool, progress: bool,
+               extra: dict[str, Any]) -> ScenarioGrade:
     if sc.needs_cluster and len(broker.nodes) < 3:
         return ScenarioGrade(sc.name, sc.summary, [Check(
             sc.name, "(scenario)", sc.summary, "-",
@@ -193,29 +222,52 @@ def _grade_one(sc: registry.Scenario, impl: Impl, broker: Any, card_dir: Path,
     kwargs: dict[str, Any] = dict(sc.ci_kwargs) if small else {}
     if orders is not None and sc.accepts_orders:
         kwargs["orders"] = orders
+    kwargs.update(extra)
     folder = card_dir / "scenarios"
     try:
         result: ScenarioResult = sc.function(broker, out=folder, progress=progress, impl=impl,
                                              **kwargs)
-    except ServiceFailed as exc:
-        return _not_run(sc, folder, f"the {exc.service} service {exc.what}", exc.log_tail)
-    except WaitTimeout as exc:
-        return _not_run(sc, folder, f"timed out: {exc}", _log_tails(folder, sc.name))
-    except requests.RequestException as exc:
-        return _not_run(sc, folder, f"a service did not answer over HTTP as the contract says "
-                        f"({exc.__class__.__name__}: {exc})", _log_tails(folder, sc.name))
-    except registry.WhiteBoxOnly as exc:
-        return _not_run(sc, folder, str(exc), None)
     except Exception as exc:  # the card must still be written: say what broke, and where
+        return _failed(sc, folder, exc)
+    checks = result.checks or verdicts.split(
+        sc.name, sc.summary, result.verdict, result.summary,
+        contract.read_observed(result.run_dir)) or [Check(
+            sc.name, "verdict", sc.summary, "the checker's verdict is valid",
+            "valid" if result.valid else "; ".join(result.verdict.problems), result.valid,
+            result.verdict.counts)]
+    gaps = contract.read_gaps(result.run_dir)
+    return ScenarioGrade(sc.name, sc.summary, contract.unjudge(checks, gaps), _pngs(result),
+                         result.run_dir, gaps=gaps)
+
+
+def _failed(sc: registry.Scenario, folder: Path, exc: Exception) -> ScenarioGrade:
+    """The card's row for a scenario that raised: a contract gap when it shows one."""
+    gaps = contract.read_gaps(_latest(folder, sc.name))
+    gap = contract.gap_of(exc)
+    if gap is not None and all(g.what != gap.what for g in gaps):
+        gaps.append(gap)
+    if gap is not None:
+        grade = _not_run(sc, folder, f"not judged: the scenario needs {gap.what} "
+                         f"({gap.detail})", None)
+        grade.checks[0].evidence.update({"not_judged": True, "contract_gap": [gap.what]})
+    elif isinstance(exc, ServiceFailed):
+        grade = _not_run(sc, folder, f"the {exc.service} service {exc.what}", exc.log_tail)
+        grade.start_failed = exc.at_start
+        grade.checks[0].evidence.update({"service": exc.service,
+                                         "port_opened": exc.port_opened})
+    elif isinstance(exc, WaitTimeout):
+        grade = _not_run(sc, folder, f"timed out: {exc}", _log_tails(folder, sc.name))
+    elif isinstance(exc, requests.RequestException):
+        grade = _not_run(sc, folder, f"a service did not answer over HTTP as the contract "
+                         f"says ({exc.__class__.__name__}: {exc})", _log_tails(folder, sc.name))
+    elif isinstance(exc, registry.WhiteBoxOnly):
+        grade = _not_run(sc, folder, str(exc), None)
+    else:
         log.warning("%s failed:\n%s", sc.name, traceback.format_exc())
-        return _not_run(sc, folder, f"the scenario could not finish ({exc.__class__.__name__}: "
-                        f"{exc}); the implementation may answer in a shape the contract does "
-                        "not allow", _log_tails(folder, sc.name))
-    checks = result.checks or [Check(
-        sc.name, "verdict", sc.summary, "the checker's verdict is valid",
-        "valid" if result.valid else "; ".join(result.verdict.problems), result.valid,
-        result.verdict.counts)]
-    return ScenarioGrade(sc.name, sc.summary, checks, _pngs(result), result.run_dir)
+        grade = _not_run(sc, folder, f"the scenario could not finish ({exc.__class__.__name__}"
+                         f": {exc})", _log_tails(folder, sc.name))
+    grade.gaps = gaps
+    return grade
 
 
 def _not_run(sc: registry.Scenario, folder: Path, what: str, tail: str | None) -> ScenarioGrade:
@@ -242,125 +294,15 @@ def _log_tails(folder: Path, name: str, lines: int = 15) -> str:
 
 
 def _pngs(result: ScenarioResult) -> dict[str, bytes]:
+    # The scenario wrote each chart as a PNG into its run folder: embed those, rendering
+    # again only a chart that is not there.
     out = {}
     for name, fig in result.figures.items():
+        written = result.run_dir / f"{name}.png" if result.run_dir else None
+        if written is not None and written.exists():
+            out[name] = written.read_bytes()
+            continue
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80)
         out[name] = buf.getvalue()
     return out
-
-
-# ---- writing ----------------------------------------------------------------------------
-
-
-def write_card(card: ReportCard) -> None:
-    """Write report.json, report.md and report.html into the card's run folder."""
-    card.run_dir.mkdir(parents=True, exist_ok=True)
-    (card.run_dir / "report.json").write_text(json.dumps(card.to_dict(), indent=2) + "\n")
-    (card.run_dir / "report.md").write_text(markdown(card))
-    (card.run_dir / "report.html").write_text(html_page(card), encoding="utf-8")
-
-
-def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", "<br>")
-
-
-def _evidence(c: Check) -> str:
-    ev = {k: v for k, v in c.evidence.items() if k not in ("log_tail", "skipped") and v}
-    return ", ".join(f"{k}: {v}" for k, v in ev.items())
-
-
-def markdown(card: ReportCard) -> str:
-    """The card as Markdown (charts linked from the scenarios' run folders)."""
-    n = card.counts()
-    lines = [f"# Report card: {card.impl}", "",
-             f"Spec `{card.spec or 'built in (the lab)'}`, broker {card.broker}, "
-             f"{card.started}.", "",
-             f"**{'PASSED' if card.passed else 'FAILED'}**: {n['passed']} passed, "
-             f"{n['failed']} failed, {n['not_run']} could not run, {n['skipped']} skipped.", "",
-             "| scenario | passed | failed | could not run |", "|---|---|---|---|"]
-    for s in card.scenarios:
-        marks = [_mark(c) for c in s.checks]
-        lines.append(f"| {s.name} | {marks.count('PASS')} | {marks.count('FAIL')} | "
-                     f"{marks.count('ERROR')} |")
-    failing = [c for c in card.checks if c.passed is not True and not _skipped(c)]
-    if failing:
-        lines += ["", "## What to fix", ""]
-        lines += [f"- **{_md(c.scenario)}: {_md(c.name)}**: {_md(c.happened)}" for c in failing]
-    lines += ["", "## Every check", "",
-              "| scenario | check | tried | expected | happened | verdict | evidence |",
-              "|---|---|---|---|---|---|---|"]
-    for c in card.checks:
-        lines.append(f"| {_md(c.scenario)} | {_md(c.name)} | {_md(c.tried)} | "
-                     f"{_md(c.expected)} | {_md(c.happened)} | {_mark(c)} | "
-                     f"{_md(_evidence(c))} |")
-    for s in card.scenarios:
-        if s.log_tail:
-            lines += ["", f"## {s.name}: log tail", "", "```", s.log_tail, "```"]
-        if s.run_dir and s.charts:
-            rel = s.run_dir.relative_to(card.run_dir)
-            lines += ["", f"## {s.name}", ""]
-            lines += [f"![{name}]({rel}/{name}.png)" for name in s.charts]
-    return "\n".join(lines) + "\n"
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
-vertical-align:top;text-align:left}tr.PASS td.verdict{background:#dfd}
-tr.FAIL td.verdict{background:#fdd}tr.ERROR td.verdict{background:#fec}
-pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:20em}img{max-width:100%}
-"""
-
-
-def html_page(card: ReportCard) -> str:
-    """The card as one self-contained HTML page: every chart is an embedded PNG."""
-    e = html.escape
-    n = card.counts()
-    out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-           f"<title>Report card: {e(card.impl)}</title><style>{_CSS}</style></head><body>",
-           f"<h1>Report card: {e(card.impl)}</h1>",
-           f"<p>Spec <code>{e(card.spec or 'built in (the lab)')}</code>, broker "
-           f"{e(card.broker)}, {e(card.started)}.</p>",
-           f"<p id='verdict' data-passed='{str(card.passed).lower()}'><strong>"
-           f"{'PASSED' if card.passed else 'FAILED'}</strong>: {n['passed']} passed, "
-           f"{n['failed']} failed, {n['not_run']} could not run, {n['skipped']} skipped.</p>",
-           "<table id='summary'><tr><th>scenario</th><th>passed</th><th>failed</th>"
-           "<th>could not run</th></tr>"]
-    for s in card.scenarios:
-        marks = [_mark(c) for c in s.checks]
-        out.append(f"<tr><td>{e(s.name)}</td><td>{marks.count('PASS')}</td>"
-                   f"<td>{marks.count('FAIL')}</td><td>{marks.count('ERROR')}</td></tr>")
-    out.append("</table>")
-    failing = [c for c in card.checks if c.passed is not True and not _skipped(c)]
-    if failing:  # what to fix first, before the full table
-        out.append("<h2>What to fix</h2><ul id='failures'>")
-        out += [f"<li><strong>{e(c.scenario)}: {e(c.name)}</strong>: {e(c.happened)}</li>"
-                for c in failing]
-        out.append("</ul>")
-    out.append("<h2>Every check</h2><table id='checks'><tr><th>scenario</th><th>check</th>"
-               "<th>tried</th><th>expected</th><th>happened</th><th>verdict</th><th>evidence</th></tr>")
-    for c in card.checks:
-        mark = _mark(c)
-        chart = (f" <a href='#chart-{e(c.scenario)}-{e(c.chart)}'>chart</a>"
-                 if c.chart else "")
-        tail = c.evidence.get("log_tail")
-        logs = (f"<details><summary>log tail</summary><pre>{e(str(tail))}</pre></details>"
-                if tail else "")
-        out.append(f"<tr class='check {mark}' data-scenario='{e(c.scenario)}'>"
-                   f"<td>{e(c.scenario)}</td><td>{e(c.name)}</td><td>{e(c.tried)}</td>"
-                   f"<td>{e(c.expected)}</td><td>{e(c.happened)}</td>"
-                   f"<td class='verdict'>{mark}</td><td>{e(_evidence(c))}{chart}{logs}</td>"
-                   "</tr>")
-    out.append("</table>")
-    for s in card.scenarios:
-        out.append(f"<h2 id='scenario-{e(s.name)}'>{e(s.name)}</h2><p>{e(s.summary)}</p>")
-        if s.log_tail:
-            out.append(f"<pre class='log-tail'>{e(s.log_tail)}</pre>")
-        for name, png in s.charts.items():
-            data = base64.b64encode(png).decode()
-            out.append(f"<figure><img class='chart' id='chart-{e(s.name)}-{e(name)}' "
-                       f"alt='{e(s.name)}: {e(name)}' src='data:image/png;base64,{data}'>"
-                       f"<figcaption>{e(name)}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"

@@ -1,5 +1,8 @@
 """Run an implementation's three services as real processes against a broker, over HTTP.
 
+The package: `service` (one process: start, health, stop, kill), `client` (the HTTP calls),
+`impl` (spec files), and here `Lab` and `LabConfig`.
+
 The lab's own services by default, or any implementation named by a spec file
 (harness.lab.impl). Each `Lab` gets its own vhost on the broker (when the management API is
 there and the implementation honours vhosts), its own free HTTP ports, its own data dirs and
@@ -11,13 +14,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,13 +27,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-import requests
-
 from harness.brokers.base import Broker
+from harness.brokers.netns import GradeNamespace, netns_available
+from harness.lab.blame import blame, broker_error
+from harness.lab.client import ContractGap, LabClient, MissingPath
 from harness.lab.impl import SERVICES, Impl, render, resolve
+from harness.lab.service import ServiceFailed, ServiceProcess
 from harness.ports import free_ports, port_free
-from harness.waiting import WaitTimeout, wait_until
-from lab_services.contract import DEFAULT_PORTS  # noqa: F401  (re-exported)
+from lab_services.contract import DEFAULT_PORTS
+
+__all__ = ["DEFAULT_PORTS", "ContractGap", "Lab", "LabConfig", "MissingPath", "ServiceFailed",
+           "ServiceProcess", "with_vhost"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,14 @@ def _close_live_labs() -> None:
         with contextlib.suppress(Exception):
             lab.close()
 
+
+# Whether namespaces can be made here does not change while we run: ask once.
+_netns_available = functools.cache(netns_available)
+
+# The services whose HTTP black-box grading needs; another may serve none (a gap).
+HTTP_NEEDED = ("order", "notification")
+# Services seen to serve no HTTP, by (spec path, service): later labs do not wait again.
+_NO_HTTP: set[tuple[str, str]] = set()
 
 
 def with_vhost(amqp_url: str, vhost: str) -> str:
@@ -64,152 +78,12 @@ class LabConfig:
     initial_stock: str | None = None
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
     own_vhost: bool = True
+    own_network: bool = True  # a namespace for an implementation with fixed addresses
     health_timeout: float = 60.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
-class ServiceFailed(RuntimeError):
-    """A service did not start, crashed or never became healthy; the message has its log."""
-
-    def __init__(self, name: str, what: str, log_tail: str) -> None:
-        super().__init__(f"{name} {what}\n--- last lines of its log ---\n{log_tail}")
-        self.service, self.what, self.log_tail = name, what, log_tail
-
-
-class ServiceProcess:
-    """One process of a service, started from a command, which we can stop, kill, restart."""
-
-    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path, *,
-                 argv: list[str] | None = None, cwd: Path | None = None,
-                 health_path: str = "/health", lab_pid_check: bool = True) -> None:
-        self.name = name
-        self.port = port
-        self.env = env
-        self.log_path = log_path
-        self.argv = argv or [sys.executable, "-m", f"lab_services.{name}"]
-        self.cwd = cwd
-        self.health_path = health_path
-        # The lab's services name their pid in /health; another implementation may not.
-        self.lab_pid_check = lab_pid_check
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        """Base URL of the service's HTTP API."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        """True while the process is alive."""
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def exit_code(self) -> int | None:
-        """The exit code once the process has ended."""
-        return None if self.proc is None else self.proc.poll()
-
-    def start(self, env: dict[str, str] | None = None) -> None:
-        """Start the process (with optional environment overrides for this run)."""
-        if self.running:
-            return
-        full_env = {**os.environ, **self.env, **(env or {})}
-        with open(self.log_path, "ab") as logf:
-            logf.write(f"\n=== start #{self.starts + 1} at {time.strftime('%X')}: "
-                       f"{' '.join(self.argv)} ===\n".encode())
-            logf.flush()
-            try:
-                self.proc = subprocess.Popen(
-                    self.argv, cwd=self.cwd, env=full_env, stdout=logf,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # Ctrl-C in a notebook reaches the lab, not it
-                )
-            except OSError as exc:  # no such program, not executable, bad cwd
-                raise ServiceFailed(self.name, f"could not be started: {exc}",
-                                    self.log_tail()) from None
-        self.starts += 1
-
-    def _ours(self, body: Any) -> bool:
-        # Another lab's service could hold this port for a moment: only ours counts. A pid
-        # named in /health must belong to our process's session (a wrapper script's child
-        # is fine); without one, a fixed port was checked free before we started.
-        pid = body.get("pid") if isinstance(body, dict) else None
-        if self.proc is None:
-            return False
-        if self.lab_pid_check:
-            return pid == self.proc.pid
-        if isinstance(pid, int) and not isinstance(pid, bool):
-            try:
-                return pid == self.proc.pid or os.getsid(pid) == self.proc.pid
-            except OSError:
-                return False
-        return True
-
-    def health(self) -> dict[str, Any] | None:
-        """The service's health body (a dict), or None if it does not answer 200 (from us)."""
-        try:
-            r = requests.get(self.url + self.health_path, timeout=2)
-        except requests.RequestException:
-            return None
-        if r.status_code != 200:
-            return None
-        try:
-            body = r.json()
-        except ValueError:
-            body = {"body": r.text[:200]}
-        if not isinstance(body, dict):
-            body = {"body": body}
-        return body if self._ours(body) else None
-
-    def wait_healthy(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Block until the health path answers 200; ServiceFailed if it exits or times out."""
-        def healthy():
-            if self.proc is not None and self.proc.poll() is not None:
-                raise ServiceFailed(self.name, f"exited with code {self.proc.returncode} "
-                                    "before it became healthy", self.log_tail())
-            return self.health()
-        try:
-            return wait_until(healthy, timeout, f"{self.name} service healthy on {self.url}")
-        except WaitTimeout:
-            raise ServiceFailed(self.name, f"did not answer 200 on {self.url}{self.health_path}"
-                                f" within {timeout:.0f} s", self.log_tail()) from None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop gracefully with SIGTERM to its process group (SIGKILL after the timeout)."""
-        if not self.running:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        # A wrapper script may exit before its child: make sure the group is gone.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def kill(self) -> None:
-        """Kill at once with SIGKILL, as a crash would."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def wait_exit(self, timeout: float) -> int:
-        """Wait for the process to end by itself (e.g. at a crash point); return its code."""
-        return wait_until(lambda: self.exit_code is not None and (self.exit_code,),
-                          timeout, f"{self.name} to exit")[0]
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines of the service's log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-class Lab:
+class Lab(LabClient):
     """An implementation's three services running against one broker, as a context manager.
 
     Args:
@@ -235,7 +109,11 @@ class Lab:
         # empties first: give it a broker of its own (harness.grading.grade does).
         self.vhost = (f"lab-{uuid.uuid4().hex[:8]}"
                       if self.impl.honours_vhost and self._can_make_vhost() else None)
+        # An implementation with addresses of its own (fixed ports, a broker host or port)
+        # runs in a network namespace of its own when one can be made.
+        self.netns, self._no_netns = self._namespace()
         self.processes: dict[str, list[ServiceProcess]] = {}
+        self.gaps = []  # contract gaps met by the HTTP helpers (LabClient)
         self.started = False
         names = list(services)
         counts = {n: int((replicas or {}).get(n, 1)) for n in names}
@@ -275,9 +153,36 @@ class Lab:
         """The first (or only) process of each service."""
         return {name: procs[0] for name, procs in self.processes.items()}
 
-    def _values(self, port: int, data_dir: Path) -> dict[str, str]:
+    def _namespace(self) -> tuple[GradeNamespace | None, str | None]:
+        if not self.impl.fixed_addresses or not self.config.own_network:
+            return None, None
+        ok, why = _netns_available()
+        if not ok:
+            return None, why
+        host = self.impl.broker_host
+        return GradeNamespace((host,) if host else ()), None
+
+    @property
+    def service_amqp_url(self) -> str:
+        """The AMQP URL the services use: the broker's, or, in a namespace, the address the
+        implementation expects (its host name and port, forwarded to the broker)."""
+        if self.netns is None:
+            return self.amqp_url
         parts = urlsplit(self.amqp_url)
-        return {"amqp_url": self.amqp_url, "amqp_host": parts.hostname or "127.0.0.1",
+        host = self.impl.broker_host or "127.0.0.1"
+        auth = parts.netloc.rsplit("@", 1)[0]
+        return urlunsplit((parts.scheme, f"{auth}@{host}:{self.ns_broker_port}", parts.path,
+                           parts.query, ""))
+
+    @property
+    def ns_broker_port(self) -> int:
+        """The AMQP port the broker is forwarded to inside the namespace."""
+        return self.impl.broker_port or 5672
+
+    def _values(self, port: int, data_dir: Path) -> dict[str, str]:
+        parts = urlsplit(self.service_amqp_url)
+        return {"amqp_url": self.service_amqp_url,
+                "amqp_host": parts.hostname or "127.0.0.1",
                 "amqp_port": str(parts.port or 5672), "amqp_user": unquote(parts.username or ""),
                 "amqp_password": unquote(parts.password or ""), "vhost": self.vhost or "/",
                 "port": str(port), "data_dir": str(data_dir), "python": sys.executable}
@@ -285,7 +190,8 @@ class Lab:
     def _lab_env(self) -> dict[str, str]:
         return {
             # Every node's address: the services fail over to a surviving node.
-            "AMQP_URLS": ",".join(self.amqp_urls),
+            "AMQP_URLS": (",".join(self.amqp_urls) if self.netns is None
+                          else self.service_amqp_url),
             "IDEMPOTENCY": self.config.idempotency,
             "PREFETCH": str(self.config.prefetch),
             "LAB_QUEUE_TYPE": self.config.queue_type,
@@ -330,33 +236,114 @@ class Lab:
             # A fresh default vhost: nothing left over from an earlier run.
             admin.delete_vhost(self.broker, "/")
             admin.create_vhost(self.broker, "/")
+        if self.impl.definitions is not None:
+            self._load_definitions(admin)
+
+    def _load_definitions(self, admin: Any) -> None:
+        # Some submissions declare their topology in a definitions.json the broker loads.
+        path = self.impl.definitions
+        if not getattr(self.broker, "management_url", None):
+            raise ServiceFailed("broker", f"cannot load {path}: this broker has no management "
+                                "API", "", at_start=True)
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            admin._api(self.broker, "POST", "/definitions/" + quote(self.vhost or "/", safe=""),
+                       json=body)
+        except (OSError, ValueError) as exc:
+            raise ServiceFailed("broker", f"did not take {path.name}: {exc}", "",
+                                at_start=True) from None
+
+    def _check_addresses(self) -> None:
+        """Without a namespace, say clearly when the implementation's addresses cannot be
+        had here (a broker host name, a broker port that is not the broker's)."""
+        if self.netns is not None or not self.impl.fixed_addresses:
+            return
+        why = f" (no network namespace: {self._no_netns})" if self._no_netns else ""
+        host = self.impl.broker_host
+        if host not in (None, "localhost", "127.0.0.1"):
+            raise ServiceFailed("broker", f"cannot be reached as {host!r} here{why}: grade as "
+                                "root with `ip netns`, or let the implementation read its "
+                                "broker host", "", at_start=True)
+        port = urlsplit(self.amqp_url).port
+        if self.impl.broker_port is not None and self.impl.broker_port != port:
+            raise ServiceFailed("broker", f"is on port {port}, and {self.impl.name} connects "
+                                f"to port {self.impl.broker_port} only{why}; a broker cannot "
+                                f"be given port {self.impl.broker_port} here (127.0.0.1:"
+                                f"{self.impl.broker_port} is taken, e.g. by the machine's own "
+                                "node): grade as root with `ip netns`", "", at_start=True)
+
+    def _enter_namespace(self) -> None:
+        ns = self.netns
+        ns.create()
+
+        def broker_address() -> tuple[str, int]:
+            parts = urlsplit(self.broker.amqp_url)  # the node that runs now
+            return parts.hostname or "127.0.0.1", parts.port or 5672
+        ns.forward_in(self.ns_broker_port, broker_address)
+        for proc in self._all():
+            proc.reach_port = ns.forward_out(proc.port).port
+            proc.port_probe = functools.partial(ns.accepts, proc.port)
+            proc.argv = [*ns.prefix, *proc.argv]
 
     def start(self) -> Lab:
         """Create the lab's vhost, start every service and wait until each is healthy.
 
         Raises ServiceFailed (with the service's log tail) when one does not come up.
         """
+        self._check_addresses()
         for proc in self._all():
-            if self.impl.services[proc.name].port is not None and not port_free(proc.port):
+            if (self.netns is None and self.impl.services[proc.name].port is not None
+                    and not port_free(proc.port)):
                 raise ServiceFailed(proc.name, f"cannot start: its fixed port {proc.port} is "
-                                    "taken by another program", "")
+                                    "taken by another program (and no network namespace "
+                                    f"could be made: {self._no_netns})", "", at_start=True)
         self._prepare_vhost()
         _live_labs.add(self)
         self.started = True
-        for svc in self._all():
-            svc.start()
-        for svc in self._all():
-            svc.wait_healthy(self.config.health_timeout)
+        if self.netns is not None:
+            self._enter_namespace()
+        try:
+            for svc in self._all():
+                svc.start()
+            for svc in self._all():
+                self._wait_started(svc)
+        except ServiceFailed as exc:
+            raise blame(exc, self._all(), self.impl) from None
         log.info("lab up (%s): %s (vhost %s, logs in %s)", self.impl.name,
                  ", ".join(f"{s.name} {s.url}" for s in self._all()),
                  self.vhost or "/", self.workdir)
         return self
+
+    def _wait_started(self, svc: ServiceProcess) -> None:
+        """Wait until a service is healthy. An inventory that never opens its port but
+        keeps running serves no HTTP: a contract gap, noted once, not the end of the grade
+        (black-box checks need only the order and notification services' HTTP)."""
+        key = (str(self.impl.path), svc.name)
+        if key in _NO_HTTP:
+            svc.http = False
+        try:
+            svc.wait_healthy(self.config.health_timeout,
+                             give_up=lambda: broker_error(self._all()))
+        except ServiceFailed as exc:
+            if exc.port_opened is not False or not svc.running or svc.name in HTTP_NEEDED \
+                    or self.impl.services[svc.name].lab:
+                raise
+            _NO_HTTP.add(key)
+            svc.http = False
+        if not svc.http:
+            gap = ContractGap(f"HTTP on the {svc.name} service", "not served: its port was "
+                              "never open (GET /health, /inventory, /reservations)",
+                              ("inventory", "ledger"))
+            if gap not in self.gaps:
+                self.gaps.append(gap)
 
     def close(self) -> None:
         """Stop every service and drop the lab's vhost (idempotent)."""
         _live_labs.discard(self)
         for svc in self._all():
             svc.stop()
+        if self.netns is not None:
+            self.netns.destroy()
         if self.vhost and self.started:
             self.started = False
             from harness.brokers import management as admin
@@ -405,52 +392,3 @@ class Lab:
         """Stop then start a service, waiting until it is healthy again."""
         self.stop(name, replica)
         self.start_service(name, env, replica=replica)
-
-    # ---- HTTP helpers -----------------------------------------------------------------------
-
-    def url(self, name: str) -> str:
-        """Base URL of a service."""
-        return self.services[name].url
-
-    def get(self, name: str, path: str, **kwargs: Any) -> Any:
-        """GET a JSON document from a service."""
-        r = requests.get(self.url(name) + path, timeout=kwargs.pop("timeout", 10), **kwargs)
-        r.raise_for_status()
-        return r.json()
-
-    def place_order(self, user_id: str, items: list[dict[str, Any]],
-                    session: requests.Session | None = None) -> requests.Response:
-        """POST one order; return the raw response (201, 4xx or 503)."""
-        http = session or requests
-        return http.post(self.url("order") + "/order", json={"user_id": user_id, "items": items},
-                         timeout=15)
-
-    def inventory(self) -> dict[str, Any]:
-        """The inventory's stock."""
-        return self.get("inventory", "/inventory")
-
-    def notifications(self) -> list[dict[str, Any]]:
-        """Every notification, oldest first."""
-        return self.get("notification", "/notifications")
-
-    def orders(self) -> list[dict[str, Any]]:
-        """Every order the order service accepted."""
-        return self.get("order", "/orders")
-
-    def reservations(self) -> dict[str, Any]:
-        """The inventory's reservation ledger and stored outcomes."""
-        return self.get("inventory", "/reservations")
-
-    def wait_notified(self, order_ids: Iterable[str], timeout: float = 60.0) -> list[dict]:
-        """Wait (bounded) until every given order has a notification; return them all."""
-        wanted = set(order_ids)
-
-        def done():
-            notes = self.notifications()
-            return notes if wanted <= {n["order_id"] for n in notes} else None
-
-        def missing() -> str:
-            seen = {n["order_id"] for n in self.notifications()}
-            return f"missing: {sorted(wanted - seen)[:10]}"
-
-        return wait_until(done, timeout, f"{len(wanted)} orders notified", detail=missing)

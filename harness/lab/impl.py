@@ -9,6 +9,12 @@ program that speaks the contract (docs/contract.md) can be run, broken and grade
     [broker]                      # the user a vhost-blind implementation connects as
     user = "guest"
     password = "guest"
+    host = "rabbitmq"             # optional: the host name it reaches the broker by
+    port = 5672                   # optional: the only AMQP port it connects to
+    definitions = "definitions.json"  # optional: loaded into the broker before it starts
+
+An implementation with a fixed HTTP port, a broker `port` or a broker `host` runs in a
+network namespace of its own where those addresses are its own (harness.brokers.netns).
 
     [order]
     command = ["{python}", "order.py"]    # a list, or a string split like a shell would
@@ -50,7 +56,8 @@ PLACEHOLDERS = {
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _SERVICE_KEYS = {"use", "command", "cwd", "env", "port", "health"}
 _TOP_KEYS = {"name", "honours_vhost", "broker", *SERVICES}
-_BROKER_KEYS = {"user", "password"}
+_BROKER_KEYS = {"user", "password", "host", "port", "definitions"}
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _MAX_PORT = 65535
 
 
@@ -81,6 +88,15 @@ class Impl:
     user: str = "guest"
     password: str = "guest"
     path: Path | None = None
+    broker_host: str | None = None  # the host name it reaches the broker by (None: any)
+    broker_port: int | None = None  # the only AMQP port it connects to (None: any)
+    definitions: Path | None = None  # a definitions.json loaded before the services start
+
+    @property
+    def fixed_addresses(self) -> bool:
+        """True if it needs addresses of its own: fixed HTTP ports, broker port or host."""
+        return (self.broker_host is not None or self.broker_port is not None
+                or any(s.port is not None for s in self.services.values()))
 
     @property
     def is_lab(self) -> bool:
@@ -151,16 +167,29 @@ def parse_impl(raw: dict[str, Any], path: Path) -> Impl:
         raise ImplError(f"{where}: [broker] must be a table")
     bad = sorted(set(broker) - _BROKER_KEYS)
     if bad:
-        raise ImplError(f"{where}: unknown key 'broker.{bad[0]}' (expected user, password)")
+        raise ImplError(f"{where}: unknown key 'broker.{bad[0]}' (expected some of "
+                        f"{sorted(_BROKER_KEYS)})")
     user, password = broker.get("user", "guest"), broker.get("password", "guest")
     for key, value in (("user", user), ("password", password)):
         if not isinstance(value, str) or not value or len(value) > 255:
             raise ImplError(f"{where}: 'broker.{key}' must be a string of 1-255 characters")
+    host = broker.get("host")
+    if host is not None and (not isinstance(host, str) or not _HOSTNAME.fullmatch(host)):
+        raise ImplError(f"{where}: 'broker.host' must be a host name, not {host!r}")
+    amqp_port = _port(broker["port"], "broker", where) if "port" in broker else None
+    definitions = broker.get("definitions")
+    if definitions is not None:
+        if not isinstance(definitions, str):
+            raise ImplError(f"{where}: 'broker.definitions' must be a path")
+        definitions = (path.parent / definitions).resolve()
+        if not definitions.is_file():
+            raise ImplError(f"{where}: 'broker.definitions': no such file ({definitions})")
     services = {s: _service(s, raw.get(s), path.parent.resolve(), where) for s in SERVICES}
     if all(s.lab for s in services.values()):
         raise ImplError(f"{where}: every service is the lab's own; name at least one of "
                         f"{', '.join(SERVICES)} with a command")
-    return Impl(name.strip(), services, honours, user, password, path.resolve())
+    return Impl(name.strip(), services, honours, user, password, path.resolve(), host,
+                amqp_port, definitions)
 
 
 def _service(name: str, raw: Any, base: Path, where: str) -> ServiceSpec:
