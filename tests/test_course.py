@@ -50,6 +50,29 @@ def test_crashbench_fails_off_and_memory_and_passes_sqlite(broker, tmp_path):
 
 
 @pytest.mark.broker
+def test_crashbench_crashes_between_two_commits(broker, tmp_path):
+    """A handler that reserves and records the processed id in two transactions is safe
+    after returning, but a crash between its commits reserves twice."""
+    def two_transactions(order, db):
+        if db.execute("SELECT 1 FROM processed WHERE order_id = ?",
+                      (order["order_id"],)).fetchone():
+            return
+        crashbench.reserve(db, order)
+        db.commit()
+        db.execute("INSERT INTO processed (order_id) VALUES (?)", (order["order_id"],))
+        db.commit()
+
+    orders = [{"order_id": f"t{i}", "items": [{"item_id": "item_1", "quantity": 1}]}
+              for i in range(4)]
+    v = crashbench.run(broker.amqp_url, two_transactions, orders, tmp_path, design="two")
+    assert v.commits == 2 and v.crashes == len(orders)
+    assert v.reserved_twice == 2 and v.not_reserved == 0  # the two orders crashed in between
+    assert v.harm == "after commit 1 of 2: 2 reserved twice"
+    assert crashbench.run(broker.amqp_url, crashbench.handle_sqlite, orders, tmp_path,
+                          design="one").harm == ""
+
+
+@pytest.mark.broker
 def test_crashbench_reports_a_handler_that_raises(broker, tmp_path):
     def broken(order, db):
         raise ValueError("no such table")
