@@ -100,3 +100,41 @@ def test_lab_takes_the_wanted_ports_when_free_and_others_when_taken(tmp_path):
                   ports={"order": wanted_free, "inventory": wanted_taken})
     assert lab.services["order"].port == wanted_free
     assert lab.services["inventory"].port not in (wanted_free, wanted_taken)
+
+
+@pytest.mark.broker
+def test_wiretap_sees_confirms_persistence_and_when_a_taken_message_is_acked(broker):
+    import pika
+
+    from harness.course.wiretap import Wiretap, replay_faults
+
+    tap = Wiretap(broker.amqp_url)
+    try:
+        def replay(confirm: bool, mode: int | None, ack_first: bool) -> list[str]:
+            tap.clear()
+            conn = pika.BlockingConnection(pika.URLParameters(tap.url))
+            ch = conn.channel()
+            ch.queue_declare("tap.src", durable=True)
+            ch.queue_declare("tap.dst", durable=True)
+            if confirm:
+                ch.confirm_delivery()
+            ch.basic_publish("", "tap.src", b"x", pika.BasicProperties(delivery_mode=2))
+            method, _, body = ch.basic_get("tap.src")
+            if ack_first:
+                ch.basic_ack(method.delivery_tag)
+            ch.basic_publish("", "tap.dst", body, pika.BasicProperties(delivery_mode=mode))
+            if not ack_first:
+                ch.basic_ack(method.delivery_tag)
+            ch.queue_purge("tap.dst")
+            conn.close()
+            return replay_faults(tap.events)
+
+        assert replay(True, 2, False) == []
+        found = replay(False, 2, False)
+        assert len(found) == 1 and "without confirm_delivery()" in found[0]
+        assert any("without delivery_mode=2" in f for f in replay(True, None, False))
+        assert any("before republishing it" in f for f in replay(True, 2, True))
+        declares = [e for e in tap.events if e.method == "queue.declare"]
+        assert declares and all(e.fields["durable"] for e in declares)
+    finally:
+        tap.close()
