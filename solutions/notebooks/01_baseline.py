@@ -11,12 +11,31 @@ my_medians = {
 }
 
 WRONG = {
-    # Believes the HTTP answer waits for the kitchen.
-    "slower": '''\
+    "slower": [
+        {"mistake": 'the HTTP answer waits for the kitchen', "says": "does not wait for the inventory's work",
+         "code": '''\
 overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
-my_medians = {
-    "end_to_end_ms": EX_WORK_MS + overhead_ms,
-    "http_ms": EX_WORK_MS + slow.summary["http_ms"]["p50"],
-}
-''',
+my_medians = {"end_to_end_ms": EX_WORK_MS + overhead_ms, "http_ms": EX_WORK_MS + slow.summary["http_ms"]["p50"]}
+'''},
+        {"mistake": 'the HTTP answer takes no time at all', "says": 'cannot be 0 ms',
+         "code": '''\
+overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
+my_medians = {"end_to_end_ms": EX_WORK_MS + overhead_ms, "http_ms": 0}
+'''},
+        {"mistake": 'the HTTP answer doubles, as if it grew with the load', "says": 'HTTP off by',
+         "code": '''\
+overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
+my_medians = {"end_to_end_ms": EX_WORK_MS + overhead_ms, "http_ms": 2 * slow.summary["http_ms"]["p50"]}
+'''},
+        {"mistake": 'end to end is the work alone', "says": 'is the work alone',
+         "code": '''\
+overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
+my_medians = {"end_to_end_ms": EX_WORK_MS, "http_ms": slow.summary["http_ms"]["p50"]}
+'''},
+        {"mistake": 'end to end unchanged from the slow run', "says": 'end to end off by',
+         "code": '''\
+overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
+my_medians = {"end_to_end_ms": slow.summary["latency_ms"]["p50"], "http_ms": slow.summary["http_ms"]["p50"]}
+'''},
+    ],
 }
