@@ -233,3 +233,30 @@ def restore_queue(amqp_url: str, queue: str, snapshot: list[tuple[bytes, Any]]) 
             ch.basic_publish("", queue, body, props)
     finally:
         conn.close()
+
+
+def confirm_outcomes(events: list[Event]) -> dict[str, int]:
+    """Publishes the broker acked, nacked, left unconfirmed (on a confirm channel) and made
+    without confirms at all, read on the wire (a confirm may cover several: `multiple`)."""
+    confirming: set[tuple[int, int]] = set()
+    sent: dict[tuple[int, int], int] = {}  # channel -> publishes in confirm mode so far
+    outcome: dict[tuple[int, int, int], str] = {}  # (connection, channel, seq) -> ack/nack
+    counts = {"acked": 0, "nacked": 0, "unconfirmed": 0, "without confirms": 0}
+    for e in events:
+        key = (e.connection, e.channel)
+        if e.method == "confirm.select" and e.sender == "client":
+            confirming.add(key)
+        elif e.method == "basic.publish":
+            if key in confirming:
+                sent[key] = sent.get(key, 0) + 1
+            else:
+                counts["without confirms"] += 1
+        elif e.method in ("basic.ack", "basic.nack") and e.sender == "broker":
+            tag = e.fields["delivery_tag"]
+            first = 1 if e.fields["multiple"] else tag
+            for seq in range(first, tag + 1):
+                outcome.setdefault((*key, seq), e.method[6:] + "ed")
+    for key, n in sent.items():
+        for seq in range(1, n + 1):
+            counts[outcome.get((*key, seq), "unconfirmed")] += 1
+    return counts
