@@ -204,6 +204,30 @@ def test_check_says_fill_in_then_right_or_raises_what_is_wrong(capsys):
         check(5, judge)
 
 
+def test_check_records_each_verdict_for_a_grader(tmp_path, monkeypatch):
+    import json
+
+    from harness.course import RESULTS, WrongAnswer, check
+
+    def judge(x):
+        assert x == 4, f"{x} is not 2 + 2"
+        return "2 + 2 = 4"
+
+    out = tmp_path / "results.jsonl"
+    monkeypatch.setenv("COURSE_RESULTS", str(out))
+    RESULTS.clear()
+    check(None, judge, name="sum")
+    check((None, None, None), lambda x: "an empty basic_get is an answer", name="got")
+    with pytest.raises(WrongAnswer):
+        check(5, judge, name="sum")
+    check(4, judge, name="sum")
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == RESULTS
+    assert [(r["name"], r["verdict"]) for r in lines] == [
+        ("sum", "not answered"), ("got", "right"), ("sum", "not yet"), ("sum", "right")]
+    assert lines[2]["message"].startswith("✘ not yet: 5 is not 2 + 2")
+
+
 # ---- slow: run each notebook on a real broker ----------------------------------------------
 
 
