@@ -11,6 +11,10 @@ my_medians = {
 }
 
 WRONG = {
+    # (Not "the HTTP time doubles": the HTTP medians of two runs of 20 orders differed by 65 %
+    # on a busy 2-core machine, so twice the first run's median can land within the stated
+    # 50 % of the second's. Only a tolerance wider than that noise would reject it, and it
+    # would then reject right answers too.)
     "slower": [
         {"mistake": 'the HTTP answer waits for the kitchen', "says": "does not wait for the inventory's work",
          "code": '''\
@@ -21,11 +25,6 @@ my_medians = {"end_to_end_ms": EX_WORK_MS + overhead_ms, "http_ms": EX_WORK_MS +
          "code": '''\
 overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
 my_medians = {"end_to_end_ms": EX_WORK_MS + overhead_ms, "http_ms": 0}
-'''},
-        {"mistake": 'the HTTP answer doubles, as if it grew with the load', "says": 'HTTP off by',
-         "code": '''\
-overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
-my_medians = {"end_to_end_ms": EX_WORK_MS + overhead_ms, "http_ms": 2 * slow.summary["http_ms"]["p50"]}
 '''},
         {"mistake": 'end to end is the work alone', "says": 'is the work alone',
          "code": '''\
