@@ -43,17 +43,18 @@ def is_empty(answer: Any) -> bool:
     return False
 
 
-def check(answer: Any, judge: Callable[[Any], str], *, name: str = "the answer") -> bool:
+def check(answer: Any, judge: Callable[[Any], str], *, name: str = "the answer") -> None:
     """Judge a filled-in answer: print why it is right, or raise WrongAnswer saying what is not.
 
-    An empty answer (see `is_empty`) only prints FILL_IN and returns False, so that a notebook
-    runs top to bottom as shipped.
+    An empty answer (see `is_empty`) only prints FILL_IN, so that a notebook runs top to
+    bottom as shipped. Nothing is returned (a check cell shows no stray True/False); each
+    verdict is recorded in RESULTS (and $COURSE_RESULTS).
     """
     if is_empty(answer):
         message = f"{FILL_IN}: {name} is still None (the cell marked TODO above)."
         _record(name, "not answered", message)
         print(message)
-        return False
+        return
     try:
         why = judge(answer)
     except AssertionError as exc:
@@ -62,7 +63,6 @@ def check(answer: Any, judge: Callable[[Any], str], *, name: str = "the answer")
         raise WrongAnswer(message) from None
     _record(name, "right", f"{RIGHT}: {why}")
     print(f"{RIGHT}: {why}")
-    return True
 
 
 def _record(name: str, verdict: str, message: str) -> None:
