@@ -138,3 +138,15 @@ def test_wiretap_sees_confirms_persistence_and_when_a_taken_message_is_acked(bro
         assert declares and all(e.fields["durable"] for e in declares)
     finally:
         tap.close()
+
+
+def test_compare_prediction_says_how_far_off_and_why(capsys):
+    from harness.course import compare_prediction
+
+    said = compare_prediction("drain", 10, 14.5, "orders kept arriving.", relative=0.1)
+    assert "under by 4.5" in said and "orders kept arriving." in said
+    assert "(close)" in compare_prediction("drain", 14, 14.5, "", relative=0.1)
+    assert "no prediction" in compare_prediction("drain", None, 3, "")
+    assert "(right)" in compare_prediction("mode", "skip", "skip", "")
+    assert "not what happened" in compare_prediction("refused", True, 3, "")
+    assert "✔" not in capsys.readouterr().out

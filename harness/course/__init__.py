@@ -109,3 +109,27 @@ def public_url(url: str | None, public: str | None = None) -> str | None:
     if "{port}" in public:
         return public.replace("{port}", str(parts.port))  # not format(): other braces stay
     return parts._replace(netloc=f"{public}:{parts.port}" if parts.port else public).geturl()
+
+
+def compare_prediction(what: str, predicted: Any, measured: Any, why: str, *,
+                       tolerance: float = 0.0, relative: float = 0.0) -> str:
+    """Score a `my_prediction...` against the run: say how far off it was, and why the run
+    came out as it did. Numbers are close within max(tolerance, relative x measured); other
+    values must be equal. Prints the sentence (never ✔/✘: a prediction is not graded) and
+    returns it."""
+    if predicted is None:
+        line = f"→ {what}: you made no prediction; the run measured {measured}. {why}"
+    elif isinstance(measured, int | float) and isinstance(predicted, int | float) \
+            and not isinstance(predicted, bool):
+        off = predicted - measured
+        slack = max(tolerance, relative * abs(measured))
+        verdict = ("close" if abs(off) <= slack else
+                   f"{'over' if off > 0 else 'under'} by {abs(off):.3g}")
+        line = f"→ {what}: you predicted {predicted:.3g}, the run measured {measured:.3g} " \
+               f"({verdict}). {why}"
+    else:
+        verdict = "right" if predicted == measured else "not what happened"
+        line = f"→ {what}: you predicted {predicted!r}, the run gave {measured!r} ({verdict}). " \
+               f"{why}"
+    print(line)
+    return line
