@@ -26,15 +26,21 @@ my_medians = {"end_to_end_ms": EX_WORK_MS + overhead_ms, "http_ms": EX_WORK_MS +
 overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
 my_medians = {"end_to_end_ms": EX_WORK_MS + overhead_ms, "http_ms": 0}
 '''},
-        {"mistake": 'end to end is the work alone', "says": 'is the work alone',
+        {"mistake": 'end to end is the work alone', "says": 'no more than the work alone',
          "code": '''\
 overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
 my_medians = {"end_to_end_ms": EX_WORK_MS, "http_ms": slow.summary["http_ms"]["p50"]}
 '''},
-        {"mistake": 'end to end unchanged from the slow run', "says": 'end to end off by',
+        {"mistake": 'end to end unchanged from the slow run', "says": 'no more than the work alone',
          "code": '''\
 overhead_ms = slow.summary["latency_ms"]["p50"] - SLOW_WORK_MS
 my_medians = {"end_to_end_ms": slow.summary["latency_ms"]["p50"], "http_ms": slow.summary["http_ms"]["p50"]}
+'''},
+        {"mistake": "the new work added on top of the slow run's end to end (its work counted too)",
+         "says": "end to end off by",
+         "code": '''\
+my_medians = {"end_to_end_ms": slow.summary["latency_ms"]["p50"] + EX_WORK_MS,
+              "http_ms": slow.summary["http_ms"]["p50"]}
 '''},
     ],
 }
