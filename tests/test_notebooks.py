@@ -3,10 +3,10 @@
 Every exercise ships empty: an answer cell tagged `answer:NAME` holding `None  # TODO`, and a
 check cell tagged `check:NAME` calling `harness.course.check`. The slow test executes every
 notebook on a real broker with nbclient, as a student would, and tries each exercise at its
-check three ways: as shipped (the check says "fill this in first" and nothing fails), with
-the wrong answer of `solutions/notebooks/` (the check fails) and with the worked answer (the
-check passes, and the rest of the notebook runs with it). It skips locally without a
-rabbitmq-server release script, but fails under CI=true.
+check several ways: as shipped (the check says "fill this in first" and nothing fails), with
+each catalogued mistake of `solutions/notebooks/` (the check fails, naming that mistake) and
+with the worked answer (the check passes, and the rest of the notebook runs with it). It skips
+locally without a rabbitmq-server release script, but fails under CI=true.
 """
 
 from __future__ import annotations
@@ -150,8 +150,10 @@ def exercises(nb: nbformat.NotebookNode) -> dict[str, tuple[int, int]]:
     return {name: (answers[name], checks[name]) for name in answers}
 
 
-def solutions(name: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The worked answers and the wrong answers for a notebook, cell tag name -> source."""
+def solutions(name: str) -> tuple[dict[str, str], dict[str, list[dict[str, str]]]]:
+    """The worked answers (cell tag name -> source) and the mistake catalogue (cell tag name
+    -> mistakes, each {"mistake": what the student got wrong, "says": a phrase the check's
+    message must hold, "code": the answer cell's source})."""
     found = runpy.run_path(str(SOLUTION_DIR / (Path(name).stem + ".py")))
     return found["ANSWERS"], found["WRONG"]
 
@@ -169,14 +171,21 @@ def test_exercises_ship_empty_with_a_check_after_them(name):
 
 
 @pytest.mark.parametrize("name", COURSE)
-def test_every_exercise_has_a_worked_and_a_wrong_answer(name):
+def test_every_exercise_has_a_worked_answer_and_a_catalogue_of_mistakes(name):
     answers, wrong = solutions(name)
     found = exercises(read(name))
     assert set(answers) == set(found), f"{name}: solutions for {sorted(answers)}, {sorted(found)}"
-    assert set(wrong) == set(found), f"{name}: wrong answers for {sorted(wrong)}"
+    assert set(wrong) == set(found), f"{name}: mistakes for {sorted(wrong)}"
     for ex in found:
         compile(answers[ex], f"{name}:{ex}", "exec")
-        assert "TODO" not in answers[ex] and answers[ex] != wrong[ex]
+        assert "TODO" not in answers[ex]
+        assert wrong[ex], f"{name}:{ex} has no catalogued mistake"
+        for m in wrong[ex]:
+            assert set(m) == {"mistake", "says", "code"}, f"{name}:{ex}: {sorted(m)}"
+            assert m["says"].strip() and m["code"] != answers[ex], f"{name}:{ex}: {m['mistake']}"
+            compile(m["code"], f"{name}:{ex}:{m['mistake']}", "exec")
+        names = [m["mistake"] for m in wrong[ex]]
+        assert len(set(names)) == len(names), f"{name}:{ex}: a mistake listed twice"
 
 
 def test_check_says_fill_in_then_right_or_raises_what_is_wrong(capsys):
@@ -187,12 +196,36 @@ def test_check_says_fill_in_then_right_or_raises_what_is_wrong(capsys):
         return "2 + 2 = 4"
 
     for empty in (None, {"a": 1, "b": None}, [1, None]):
-        assert check(empty, judge) is False
+        assert check(empty, judge) is None  # nothing for a notebook cell to display
         assert FILL_IN in capsys.readouterr().out
-    assert check(4, judge) is True
+    check(4, judge)
     assert RIGHT in capsys.readouterr().out
     with pytest.raises(WrongAnswer, match="5 is not 2 \\+ 2"):
         check(5, judge)
+
+
+def test_check_records_each_verdict_for_a_grader(tmp_path, monkeypatch):
+    import json
+
+    from harness.course import RESULTS, WrongAnswer, check
+
+    def judge(x):
+        assert x == 4, f"{x} is not 2 + 2"
+        return "2 + 2 = 4"
+
+    out = tmp_path / "results.jsonl"
+    monkeypatch.setenv("COURSE_RESULTS", str(out))
+    RESULTS.clear()
+    check(None, judge, name="sum")
+    check((None, None, None), lambda x: "an empty basic_get is an answer", name="got")
+    with pytest.raises(WrongAnswer):
+        check(5, judge, name="sum")
+    check(4, judge, name="sum")
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == RESULTS
+    assert [(r["name"], r["verdict"]) for r in lines] == [
+        ("sum", "not answered"), ("got", "right"), ("sum", "not yet"), ("sum", "right")]
+    assert lines[2]["message"].startswith("✘ not yet: 5 is not 2 + 2")
 
 
 # ---- slow: run each notebook on a real broker ----------------------------------------------
@@ -209,8 +242,9 @@ def run_notebook(name: str, tmp_path: Path,
 
     An exercise's answer cell and the cells tagged `uses:NAME` wait until its check. There
     they run as shipped (`None  # TODO`), and the check must say "fill this in first"
-    without failing; then with the wrong answer, and the check must raise WrongAnswer; then
-    with the worked answer, which the check must accept and the rest of the notebook uses.
+    without failing; then with each catalogued mistake, and the check must raise WrongAnswer
+    with a message holding that mistake's `says`; then with the worked answer, which the
+    check must accept and the rest of the notebook uses.
     (One pass, not a whole run as shipped and another solved: the cells before an answer
     are the same in both, and the two runs took 11 of CI's 40 minutes.) Returns the
     executed notebook, the problems found and the seconds it took.
@@ -257,6 +291,23 @@ def run_notebook(name: str, tmp_path: Path,
         for i in uses:
             run_copy(i)
 
+    def try_mistake(m: dict[str, str], answer_at: int, uses: list[int],
+                    check_at: int) -> list[str]:
+        """Run one mistake up to its check; what went wrong with the check's verdict."""
+        try:
+            answer_with(m["code"], answer_at, uses)
+        except CellExecutionError as exc:
+            return [f"the mistake broke a cell, not the check: {exc}"]
+        try:
+            printed = run_copy(check_at)
+        except CellExecutionError as exc:
+            if exc.ename != "WrongAnswer":
+                return [f"the check raised {exc.ename}: {exc}"]
+            if m["says"].lower() not in exc.evalue.lower():  # not the traceback: it holds code
+                return [f"rejected, but the message does not say {m['says']!r}: {exc.evalue}"]
+            return []
+        return [f"the check ACCEPTED the mistake: {printed!r}"]
+
     started = time.monotonic()
     with client.setup_kernel():
         for index, cell in enumerate(nb.cells):
@@ -278,17 +329,10 @@ def run_notebook(name: str, tmp_path: Path,
                         problems.append(f"{ex}: as shipped, the check printed {printed!r}")
                 except CellExecutionError as exc:
                     problems.append(f"{ex}: as shipped, a cell failed: {exc}")
-                # The wrong answer: the check must raise WrongAnswer.
-                try:
-                    answer_with(wrong[ex], answer_at, uses)
-                except CellExecutionError as exc:
-                    problems.append(f"{ex}: the wrong answer broke a cell, not the check: {exc}")
-                try:
-                    run_copy(index)
-                    problems.append(f"{ex}: the check accepted the wrong answer")
-                except CellExecutionError as exc:
-                    if exc.ename != "WrongAnswer":
-                        problems.append(f"{ex}: the check raised {exc.ename}: {exc}")
+                # Each catalogued mistake: the check must raise WrongAnswer, naming it.
+                for m in wrong[ex]:
+                    problems.extend(f"{ex} / {m['mistake']}: {p}" for p in
+                                    try_mistake(m, answer_at, uses, index))
                 for i, original in saved.items():
                     nb.cells[i] = original
                 for i in (answer_at, *uses):

@@ -10,8 +10,19 @@ my_prefetch_effect = "faster, but well under 10 times"
 }
 
 WRONG = {
-    # What the zero-work run suggests: the window does not matter.
-    "prefetch": '''\
+    # The measured speed-up decides; these two are far from the 3x measured here.
+    "prefetch": [
+        {"mistake": 'what the zero-work run suggests: the window does not matter', "says": 'orders/s at prefetch 1',
+         "code": '''\
 my_prefetch_effect = "no faster"
-''',
+'''},
+        {"mistake": '50 in flight means 50 times as fast', "says": 'orders/s at prefetch 1',
+         "code": '''\
+my_prefetch_effect = "10 times or more: it has 50 orders at once"
+'''},
+        {"mistake": 'not one of the choices', "says": 'pick one of',
+         "code": '''\
+my_prefetch_effect = "a bit faster"
+'''},
+    ],
 }

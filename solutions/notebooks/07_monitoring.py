@@ -22,16 +22,85 @@ def alert(stats):
 }
 
 WRONG = {
-    # Reads the total (ready + unacked) as "ready", and crashes on a quiet queue's stats.
-    "stats": '''\
+    "stats": [
+        {"mistake": "ready is q['messages'] (ready + unacked)", "says": 'is ready + unacked',
+         "code": '''\
 def queue_stats(name):
     q = requests.get(f"{API}/queues/{VHOST}/{name}", auth=AUTH, timeout=5).json()
-    return {"ready": q["messages"] + 1, "unacked": q["messages_unacknowledged"],
-            "consumers": q["consumers"], "publish_rate": 0.0, "ack_rate": 0.0}
-''',
-    # A threshold so high that the backlog never reaches it.
-    "alert": '''\
+    stats = q.get("message_stats", {})
+    return {
+        "ready": q["messages"],
+        "unacked": q.get("messages_unacknowledged", 0),
+        "consumers": q.get("consumers", 0),
+        "publish_rate": stats.get("publish_details", {}).get("rate", 0.0),
+        "ack_rate": stats.get("ack_details", {}).get("rate", 0.0),
+    }
+'''},
+        {"mistake": "unacked is everything minus nothing: q['messages']", "says": 'but a consumer holds',
+         "code": '''\
+def queue_stats(name):
+    q = requests.get(f"{API}/queues/{VHOST}/{name}", auth=AUTH, timeout=5).json()
+    stats = q.get("message_stats", {})
+    return {
+        "ready": q.get("messages_ready", 0),
+        "unacked": q["messages"],
+        "consumers": q.get("consumers", 0),
+        "publish_rate": stats.get("publish_details", {}).get("rate", 0.0),
+        "ack_rate": stats.get("ack_details", {}).get("rate", 0.0),
+    }
+'''},
+        {"mistake": 'crashes on a quiet queue: message_stats read with []', "says": 'raised KeyError',
+         "code": '''\
+def queue_stats(name):
+    q = requests.get(f"{API}/queues/{VHOST}/{name}", auth=AUTH, timeout=5).json()
+    stats = q["message_stats"]
+    return {
+        "ready": q.get("messages_ready", 0),
+        "unacked": q.get("messages_unacknowledged", 0),
+        "consumers": q.get("consumers", 0),
+        "publish_rate": stats["publish_details"]["rate"],
+        "ack_rate": stats["ack_details"]["rate"],
+    }
+'''},
+        {"mistake": "a quiet queue's rates read as missing fields", "says": 'raised KeyError',
+         "code": '''\
+def queue_stats(name):
+    q = requests.get(f"{API}/queues/{VHOST}/{name}", auth=AUTH, timeout=5).json()
+    stats = q.get("message_stats", {})
+    return {
+        "ready": q.get("messages_ready", 0),
+        "unacked": q.get("messages_unacknowledged", 0),
+        "consumers": q.get("consumers", 0),
+        "publish_rate": stats["publish_details"]["rate"],
+        "ack_rate": stats["ack_details"]["rate"],
+    }
+'''},
+    ],
+    "alert": [
+        {"mistake": 'a depth threshold too high to fire in time (ready > 50)', "says": 'never fired',
+         "code": '''\
+def alert(stats):
+    return stats["ready"] > 50
+'''},
+        {"mistake": 'a threshold so high that no backlog reaches it', "says": 'never fired',
+         "code": '''\
 def alert(stats):
     return stats["ready"] > 10_000
-''',
+'''},
+        {"mistake": 'no consumer alone, with or without work waiting', "says": 'nothing was waiting',
+         "code": '''\
+def alert(stats):
+    return stats["consumers"] == 0
+'''},
+        {"mistake": 'a rule that always pages', "says": 'at rest',
+         "code": '''\
+def alert(stats):
+    return True
+'''},
+        {"mistake": 'publish rate above ack rate alone (the rates lag, and a quiet queue has none)', "says": 'never fired',
+         "code": '''\
+def alert(stats):
+    return stats["publish_rate"] > stats["ack_rate"] + 50
+'''},
+    ],
 }

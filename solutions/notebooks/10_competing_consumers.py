@@ -13,14 +13,26 @@ my_order_argument = "x-single-active-consumer"
 }
 
 WRONG = {
-    # The intuition that consumers of one queue and one store just take turns. (Not the
-    # other classic, "4 times or more": near a quiet machine's 3.6x the check's slack on
-    # the 4x edge would accept it, so it cannot stand for a wrong answer in every run.)
-    "speedup": '''\
+    # (Not the other classic, "4 times or more": near a quiet machine's 3.6x the check's
+    # slack on the 4x edge would accept it, so it cannot stand for a wrong answer in every run.)
+    "speedup": [
+        {"mistake": 'consumers of one queue and one store just take turns', "says": 'that is',
+         "code": '''\
 my_speedup = "about the same"
-''',
-    # Replication is not ordering.
-    "order": '''\
+'''},
+        {"mistake": 'more consumers fight over the store: slower', "says": 'that is',
+         "code": '''\
+my_speedup = "slower"
+'''},
+    ],
+    "order": [
+        {"mistake": 'replication is taken for ordering', "says": 'replicates the queue',
+         "code": '''\
 my_order_argument = "x-queue-type: quorum"
-''',
+'''},
+        {"mistake": 'a length limit taken for ordering', "says": 'does not choose who consumes',
+         "code": '''\
+my_order_argument = "x-max-length"
+'''},
+    ],
 }
