@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,20 @@ class Scored:
         """True iff every check passed and nothing was left unrun."""
         return not self.not_run and all(c.verdict == "PASS" for c in self.checks)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The scored card as JSON-able data (read back with `Scored.from_dict`)."""
+        return {"impl": self.impl, "score": self.score, "max_score": self.max_score,
+                "passed": self.passed, "checks": [asdict(c) for c in self.checks],
+                "not_run": [asdict(n) for n in self.not_run],
+                "skipped": [list(s) for s in self.skipped]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scored:
+        """The scored card `to_dict` wrote."""
+        return cls(data["impl"], [ScoredCheck(**c) for c in data["checks"]],
+                   [NotRun(**{**n, "scenarios": tuple(n["scenarios"])}) for n in data["not_run"]],
+                   [(s, why) for s, why in data["skipped"]])
+
     def verdicts(self) -> dict[str, str]:
         """'scenario/check' -> verdict, with NOT RUN for every scenario that could not run."""
         out = {f"{c.scenario}/{c.name}": c.verdict for c in self.checks}
@@ -174,7 +188,7 @@ def normalise(text: str) -> str:
 
 
 def score_card(card: dict[str, Any], rubric: Rubric | None = None,
-               expected: Iterable[str] | None = None) -> Scored:
+               expected: Iterable[str] | None = None, *, stopped: str | None = None) -> Scored:
     """Score a card (report.json's data).
 
     Args:
@@ -182,6 +196,8 @@ def score_card(card: dict[str, Any], rubric: Rubric | None = None,
         rubric: points and weights (default: 10 points per scenario, checks weigh 1).
         expected: the scenarios graded; one missing from the card (a fail-fast stopped
             grading) counts as not run for the reason that stopped the card.
+        stopped: the reason for the missing ones when the card gives none (the grade was
+            killed at its time limit, say).
     """
     rubric = rubric or Rubric()
     checks: list[ScoredCheck] = []
@@ -197,15 +213,15 @@ def score_card(card: dict[str, Any], rubric: Rubric | None = None,
         if rows and all(v == "SKIP" for v in verdicts):
             skipped.append((name, str(rows[0].get("happened", "skipped"))))
             continue
-        stopped = [c for c, v in zip(rows, verdicts, strict=True)
-                   if v == "NOT RUN" and c.get("name") == "(scenario)"]
-        if stopped or not rows:
-            why = str(stopped[0].get("happened")) if stopped else str(sc.get("error") or
-                                                                     "the scenario gave no check")
+        halted = [c for c, v in zip(rows, verdicts, strict=True)
+                  if v == "NOT RUN" and c.get("name") == "(scenario)"]
+        if halted or not rows:
+            why = str(halted[0].get("happened")) if halted else str(sc.get("error") or
+                                                                   "the scenario gave no check")
             reasons.setdefault(why, []).append(name)
             tails.setdefault(why, str(sc.get("log_tail") or
-                                      (stopped[0].get("evidence") or {}).get("log_tail") or ""
-                                      if stopped else ""))
+                                      (halted[0].get("evidence") or {}).get("log_tail") or ""
+                                      if halted else ""))
             continue
         judged = [(c, v) for c, v in zip(rows, verdicts, strict=True) if v != "SKIP"]
         total = sum(rubric.weight(name, c["name"]) for c, _ in judged) or 1.0
@@ -218,7 +234,7 @@ def score_card(card: dict[str, Any], rubric: Rubric | None = None,
                 cause_of(c) if v in ("FAIL", "NOT RUN") else ""))
     missing = [s for s in (expected or []) if s not in seen]
     if missing:
-        why = next(iter(reasons), "grading stopped before these scenarios ran")
+        why = stopped or next(iter(reasons), "grading stopped before these scenarios ran")
         reasons.setdefault(why, []).extend(missing)
     not_run = [NotRun(why, tuple(names), round(sum(rubric.scenario_points(s) for s in names), 2),
                       tails.get(why, "")) for why, names in reasons.items()]
