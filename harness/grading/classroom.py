@@ -8,7 +8,8 @@ broker node, a time limit, its processes killed when it ends), so one submission
 forks a runaway process costs only its own slot. Results land in OUT/students/NAME/
 (`outcome.json`, the card's run folder, `results.json` for Gradescope); a student with an
 outcome is skipped next time unless `again`. Then OUT/gradebook.csv and OUT/class.html are
-written from every outcome, scored with the rubric (re-scoring needs no re-grading).
+written from every outcome, scored with the rubric (re-scoring needs no re-grading), with
+class.json holding every outcome and scored card.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def grade_class(submissions: list[Submission], run: ClassRun, out: str | Path, *
         outcome["scored"] = scored.to_dict()
         outcomes.append(outcome)
     write_gradebook(outcomes, out / "gradebook.csv")
+    (out / "class.json").write_text(json.dumps(outcomes, indent=2, ensure_ascii=False) + "\n")
     (out / "class.html").write_text(class_page(outcomes), encoding="utf-8")
     return outcomes
 

@@ -22,6 +22,11 @@ FILES = {"gradescope": "results.json", "junit": "junit.xml", "summary": "summary
 SCHEMA = Path(__file__).with_name("gradescope.schema.json")
 
 
+def pts(x: float) -> str:
+    """Points as a person reads them: 1.43, 10, 2.5."""
+    return f"{round(x, 2):g}"
+
+
 def check_text(c: ScoredCheck) -> str:
     """What was tried, what was expected, what happened: the words a student reads."""
     return f"Tried: {c.tried}\nExpected: {c.expected}\nHappened: {c.happened}"
@@ -53,8 +58,8 @@ def gradescope(scored: Scored, rubric: Rubric | None = None, *,
     for c in scored.checks:
         if c.verdict == "SKIP":
             continue  # worth nothing either way; the overall output says it was skipped
-        tests.append({"name": f"{c.scenario}: {c.name}", "score": c.score,
-                      "max_score": c.max_score,
+        tests.append({"name": f"{c.scenario}: {c.name}", "score": round(c.score, 4),
+                      "max_score": round(c.max_score, 4),
                       "status": "passed" if c.verdict == "PASS" else "failed",
                       "output": check_text(c), "visibility": rubric.visible(c.scenario),
                       "tags": [c.scenario]})
@@ -116,12 +121,12 @@ def summary(scored: Scored, card_link: str | None = None) -> str:
     failing = [c for c in scored.checks if c.verdict not in ("PASS", "SKIP")]
     if failing:
         lines += ["", "## What to fix", ""]
-        lines += [f"- **{_md(c.scenario)}: {_md(c.name)}** ({c.max_score:g} points): "
+        lines += [f"- **{_md(c.scenario)}: {_md(c.name)}** ({pts(c.max_score)} points): "
                   f"{_md(c.happened)}" for c in failing]
     lines += ["", "| | scenario | check | points | happened |", "|---|---|---|---|---|"]
     for c in scored.checks:
         lines.append(f"| {mark.get(c.verdict, c.verdict)} | {_md(c.scenario)} | {_md(c.name)} "
-                     f"| {c.score:g} / {c.max_score:g} | {_md(c.happened)} |")
+                     f"| {pts(c.score)} / {pts(c.max_score)} | {_md(c.happened)} |")
     if card_link:
         lines += ["", f"The full card: {card_link}"]
     return "\n".join(lines) + "\n"

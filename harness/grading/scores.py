@@ -229,7 +229,7 @@ def score_card(card: dict[str, Any], rubric: Rubric | None = None,
             share = 0.0 if v == "SKIP" else \
                 rubric.scenario_points(name) * rubric.weight(name, c["name"]) / total
             checks.append(ScoredCheck(
-                name, c["name"], v, round(share if v == "PASS" else 0.0, 2), round(share, 2),
+                name, c["name"], v, share if v == "PASS" else 0.0, share,
                 str(c.get("tried", "")), str(c.get("expected", "")), str(c.get("happened", "")),
                 cause_of(c) if v in ("FAIL", "NOT RUN") else ""))
     missing = [s for s in (expected or []) if s not in seen]
