@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.grading import formats
-from harness.grading.scores import Rubric, Scored, score_card
+from harness.grading.scores import Rubric, Scored, normalise, score_card
 from harness.grading.slots import run_slot
 
 
@@ -218,7 +218,6 @@ def mistakes(outcomes: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]
                 groups.setdefault((f"{c.scenario}: {c.name}", c.cause or c.happened),
                                   []).append(o["student"])
         for n in scored.not_run:
-            from harness.grading.scores import normalise
             groups.setdefault(("could not run", normalise(n.reason)), []).append(o["student"])
     rows = [(check, cause, sorted(set(who))) for (check, cause), who in groups.items()]
     return sorted(rows, key=lambda r: (-len(r[2]), r[0]))

@@ -50,6 +50,17 @@ def check_cells(nb: Any) -> list[tuple[int, str]]:
     return out
 
 
+def assignment_of(nb: Any, fallback: str) -> str:
+    """The course notebook a student's copy is of (the one with the same checks), so that
+    every student's columns agree whatever the file is called; else `fallback`."""
+    import nbformat
+    names = {n for _, n in check_cells(nb)}
+    for course in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        if names and names == {n for _, n in check_cells(nbformat.read(course, as_version=4))}:
+            return course.stem
+    return fallback
+
+
 def verdict_of(cell: Any) -> tuple[str, str]:
     """A check cell's verdict from what it printed or raised: (verdict, the message)."""
     text = "".join(o.get("text", "") for o in cell.get("outputs", [])
@@ -105,13 +116,15 @@ def execute(path: Path, out: Path, *, cell_timeout: float = 300.0,
         verdict, message = verdict_of(nb.cells[i])
         checks.append({"name": name, "verdict": verdict, "message": message})
     (out / "checks.json").write_text(json.dumps(
-        {"notebook": path.name, "checks": checks}, indent=2, ensure_ascii=False) + "\n")
+        {"notebook": assignment_of(nb, path.stem), "checks": checks}, indent=2,
+        ensure_ascii=False) + "\n")
     return checks
 
 
 def score_notebook(student: str, notebook: str, checks: list[dict[str, str]],
                    rubric: Rubric | None = None) -> Scored:
-    """Points per check (the rubric's weight 'NOTEBOOK/NAME', default 1) for its verdict."""
+    """Points per check (the rubric's weight 'NOTEBOOK/NAME', e.g. '03_idempotency/dedup',
+    default 1) for its verdict."""
     rubric = rubric or Rubric()
     scored = []
     for c in checks:
@@ -150,12 +163,13 @@ def notebook_run(*, broker: str = "local", rubric: Rubric | None = None,
     def score(s: Submission, folder: Path, stopped: str | None) -> Scored:
         done = folder / "checks.json"
         if done.exists() and not stopped:
-            return score_notebook(s.student, s.path.stem,
-                                  json.loads(done.read_text())["checks"], rubric)
-        names = [n for _, n in check_cells(nbformat.read(s.path, as_version=4))]
-        points = sum((rubric or Rubric()).weight(s.path.stem, n) for n in names)
+            data = json.loads(done.read_text())
+            return score_notebook(s.student, data["notebook"], data["checks"], rubric)
+        nb = nbformat.read(s.path, as_version=4)
+        name = assignment_of(nb, s.path.stem)
+        points = sum((rubric or Rubric()).weight(name, n) for _, n in check_cells(nb))
         why = stopped or "the notebook's grade wrote no result"
-        return Scored(s.student, [], [NotRun(why, (s.path.stem,), points)], [])
+        return Scored(s.student, [], [NotRun(why, (name,), points)], [])
 
     def page(folder: Path) -> Path | None:
         found = folder / "executed.ipynb"
