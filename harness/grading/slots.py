@@ -67,15 +67,16 @@ def _rss_mb(procs: list[psutil.Process]) -> float:
 
 def kill_slot(pid: int, marker: str) -> int:
     """Kill the slot's process group, its tree and every process carrying its marker; return
-    how many processes were still alive."""
+    how many processes besides the slot's own were still there."""
     targets = {p.pid: p for p in (*_tree(pid), *_marked(marker))}
+    others = len(set(targets) - {pid})
     with _quiet():
         os.killpg(pid, signal.SIGKILL)
     for p in targets.values():
         with _quiet():
             p.kill()
     psutil.wait_procs(list(targets.values()), timeout=10)
-    return len(targets)
+    return others
 
 
 class _quiet:
@@ -117,5 +118,4 @@ def run_slot(command: list[str], *, log: Path, timeout: float, cwd: Path | None 
         leftovers = kill_slot(proc.pid, marker)
         proc.wait()
     return SlotResult(None if timed_out else proc.returncode, timed_out,
-                      time.monotonic() - t0, round(peak, 1), started, time.time(),
-                      max(0, leftovers - 1))
+                      time.monotonic() - t0, round(peak, 1), started, time.time(), leftovers)
