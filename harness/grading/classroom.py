@@ -228,8 +228,9 @@ def failing_checks(outcomes: list[dict[str, Any]]) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
     for o in outcomes:
         for key, verdict in Scored.from_dict(o["scored"]).verdicts().items():
-            counts.setdefault(key, 0)
-            counts[key] += verdict not in ("PASS", "SKIP")
+            label = key.replace("/(scenario)", ": could not run").replace("/", ": ", 1)
+            counts.setdefault(label, 0)
+            counts[label] += verdict not in ("PASS", "SKIP")
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
