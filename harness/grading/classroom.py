@@ -187,10 +187,13 @@ def latest_report(folder: Path) -> Path | None:
 
 
 def _columns(outcomes: list[dict[str, Any]]) -> list[str]:
+    """Every 'scenario/check' seen, scenario by scenario, each scenario's checks in order."""
     cols: dict[str, None] = {}
     for o in outcomes:
         cols.update(dict.fromkeys(Scored.from_dict(o["scored"]).verdicts()))
-    return list(cols)
+    scenarios = list(dict.fromkeys(c.split("/", 1)[0] for c in cols))
+    return sorted(cols, key=lambda c: (scenarios.index(c.split("/", 1)[0]),
+                                       c.endswith("/(scenario)")))
 
 
 def write_gradebook(outcomes: list[dict[str, Any]], path: Path) -> None:

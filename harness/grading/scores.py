@@ -182,7 +182,7 @@ def normalise(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     line = re.sub(r"\b[A-Z]{2,}-[\w-]+", "ID", line)  # ORD-..., EVT-...
     line = re.sub(r"\b[0-9a-f]{8,}\b", "ID", line)
-    line = re.sub(r"-?\d+(\.\d+)?", "N", line)
+    line = re.sub(r"(?<!code )-?\b\d+(\.\d+)?", "N", line)  # an exit code stays: it says what
     line = re.sub(r"ID(, ID)*( and N more)?", "ID", line)  # a list of ids reads as one
     return line[:240]
 
