@@ -134,6 +134,7 @@ def _write_formats(args: argparse.Namespace, card: dict[str, Any], only: list[st
     scored = scores.score_card(card, scores.load_rubric(args.rubric),
                                only or [s.name for s in registry.black_box()])
     print(f"  {formats.headline(scored)}", file=sys.stderr if args.json else sys.stdout)
+    formats.add_score_to_card(card["run_dir"], scored)
     for fmt in dict.fromkeys(args.format or []):
         if fmt != "card":
             path = formats.write(fmt, scored, args.results or card["run_dir"],
@@ -153,7 +154,7 @@ def cmd_grade_class(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run = classroom.impl_run(broker=args.broker, small=args.small, only=only,
-                             orders=args.orders, rubric=rubric)
+                             orders=args.orders, rubric=rubric, rubric_path=args.rubric)
     outcomes = classroom.grade_class(subs, run, args.out, jobs=args.jobs, timeout=args.timeout,
                                      again=args.again, rubric=rubric)
     return _class_summary(outcomes, Path(args.out))

@@ -108,7 +108,8 @@ def test_a_class_of_five_graded_two_at_a_time(tmp_path):
     make_class(subs_dir, runaway_file)
     timeout = 120  # the honest grades take well under this; the hanging one is stopped here
     argv = [sys.executable, "-m", "harness", "grade-class", str(subs_dir), "--jobs", "2",
-            "--small", "--only", ",".join(ONLY), "--timeout", str(timeout), "--out", str(out)]
+            "--small", "--only", ",".join(ONLY), "--timeout", str(timeout), "--out", str(out),
+            "--rubric", str(ROOT / "examples" / "rubric.toml")]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -155,6 +156,9 @@ def test_a_class_of_five_graded_two_at_a_time(tmp_path):
         if s != "hangs":
             o = linked[s]
             assert o["card"] and (out / o["card"]).exists() and f"href='{o['card']}'" in page
+            # The card shows the same score as the gradebook.
+            assert f"data-score='{rows[s]['score']}' data-max='10'" in \
+                (out / o["card"]).read_text()
     # The mistakes grouped by cause, each with the students who made it.
     table = page[page.index("id='mistakes'"):page.index("id='students'")]
     stopped = [r for r in table.split("<tr class='mistake'>")[1:] if "exited with code" in r]

@@ -81,6 +81,9 @@ def test_the_autograder_scripts_are_valid_bash():
 
 def test_grade_format_writes_each_format_from_the_card(tmp_path):
     from harness.cli import _write_formats
+    (tmp_path / "card").mkdir()
+    (tmp_path / "card" / "report.md").write_text("# Report card: x\n\nbody\n")
+    (tmp_path / "card" / "report.html").write_text("<h1>Report card: x</h1><p>body</p>")
     card = {"impl": "x", "run_dir": str(tmp_path / "card"), "scenarios": [
         {"name": "baseline", "checks": [
             {"scenario": "baseline", "name": "nothing lost", "tried": "t", "expected": "e",
@@ -96,6 +99,11 @@ def test_grade_format_writes_each_format_from_the_card(tmp_path):
     suite = ET.parse(tmp_path / "out" / "junit.xml").getroot().find("testsuite")
     assert suite.get("failures") == "1"
     assert "Score 5 / 10" in (tmp_path / "out" / "summary.md").read_text()
+    # The card itself shows score / max under its title.
+    assert (tmp_path / "card" / "report.md").read_text().startswith(
+        "# Report card: x\n\n**Score 5 / 10")
+    assert "<p id='score' data-score='5' data-max='10'>" in \
+        (tmp_path / "card" / "report.html").read_text()
 
 
 def submission(kind: str, into: Path) -> None:

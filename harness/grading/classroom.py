@@ -151,7 +151,8 @@ def impl_run(*, broker: str = "local", small: bool = False, only: list[str] | No
              orders: int | None = None, rubric: Rubric | None = None,
              rubric_path: str | None = None) -> ClassRun:
     """Grade impl.toml submissions with `python -m harness grade`, each on a broker of its
-    own (`broker` local by default: a fresh node per grade)."""
+    own (`broker` local by default: a fresh node per grade); `rubric_path` goes to each grade
+    so that the score on its card agrees with the gradebook's."""
     from harness.scenarios import registry
     expected = only or [s.name for s in registry.black_box()]
 
@@ -161,6 +162,7 @@ def impl_run(*, broker: str = "local", small: bool = False, only: list[str] | No
         argv += ["--small"] if small else []
         argv += ["--only", ",".join(only)] if only else []
         argv += ["--orders", str(orders)] if orders is not None else []
+        argv += ["--rubric", str(Path(rubric_path).resolve())] if rubric_path else []
         return argv
 
     def score(s: Submission, folder: Path, stopped: str | None) -> Scored:

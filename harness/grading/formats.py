@@ -150,6 +150,22 @@ def write(fmt: str, scored: Scored, folder: str | Path, *, rubric: Rubric | None
     return path
 
 
+def add_score_to_card(run_dir: str | Path, scored: Scored) -> None:
+    """Put the score line under the card's title in report.md and report.html (until the
+    card renders points itself)."""
+    import html
+    md, page = Path(run_dir) / "report.md", Path(run_dir) / "report.html"
+    line = headline(scored)
+    if md.exists():
+        title, sep, rest = md.read_text().partition("\n")
+        md.write_text(f"{title}{sep}\n**{line}**\n{rest}")
+    if page.exists() and "</h1>" in (text := page.read_text(encoding="utf-8")):
+        page.write_text(text.replace("</h1>", f"</h1>\n<p id='score' data-score='"
+                                     f"{scored.score:g}' data-max='{scored.max_score:g}'>"
+                                     f"<strong>{html.escape(line)}</strong></p>", 1),
+                        encoding="utf-8")
+
+
 def validate_gradescope(data: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError if `data` is not a Gradescope results.json."""
     import jsonschema
