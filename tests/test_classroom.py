@@ -99,6 +99,23 @@ def test_submissions_from_a_folder_or_a_csv(tmp_path):
         classroom.find_submissions(roster)
 
 
+def test_a_grade_that_wrote_no_card_is_retried_for_the_machine_and_said_for_the_student(
+        tmp_path):
+    run = classroom.impl_run(only=["baseline"])
+    sub = classroom.Submission("ann", tmp_path / "impl.toml")
+    (tmp_path / "grade.log").write_text(
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+        "harness.brokers.base.BrokerError: node lab-1@localhost exited with code 0 while "
+        "starting\n")
+    assert run.machine_failed(tmp_path)  # no broker: the machine's fault, tried again
+    scored = run.score(sub, tmp_path, None)
+    assert scored.score == 0 and scored.max_score == 10
+    assert scored.not_run[0].reason.startswith("the grader stopped before writing a card: ")
+    assert "BrokerError: node lab-1@localhost exited" in scored.not_run[0].reason
+    (tmp_path / "grade.log").write_text("SyntaxError: invalid syntax\n")
+    assert not run.machine_failed(tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.broker
 def test_a_class_of_five_graded_two_at_a_time(tmp_path):

@@ -20,6 +20,7 @@ import html
 import io
 import json
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -83,6 +84,9 @@ class ClassRun:
     command: Callable[[Submission, Path], list[str]]  # (submission, student folder) -> argv
     score: Callable[[Submission, Path, str | None], Scored]  # (…, reason if stopped)
     card_page: Callable[[Path], Path | None]  # student folder -> the card to link
+    # student folder -> True when the grade failed for the machine's sake (no broker could
+    # be started), not the student's: such a grade is tried again
+    machine_failed: Callable[[Path], bool] = lambda folder: False
 
 
 def grade_class(submissions: list[Submission], run: ClassRun, out: str | Path, *,
@@ -122,22 +126,39 @@ def grade_class(submissions: list[Submission], run: ClassRun, out: str | Path, *
     return outcomes
 
 
+ATTEMPTS = 3  # a grade whose broker could not start (a port taken meanwhile) is tried again
+
+
 def _grade_one(s: Submission, run: ClassRun, out: Path, timeout: float,
                max_file_mb: int) -> None:
     folder = out / "students" / s.student
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "outcome.json").unlink(missing_ok=True)
-    result = run_slot(run.command(s, folder), log=folder / "grade.log", timeout=timeout,
-                      max_file_mb=max_file_mb)
+    try:
+        attempt = 0
+        while True:
+            attempt += 1
+            shutil.rmtree(folder, ignore_errors=True)  # a regrade takes no earlier card
+            folder.mkdir(parents=True)
+            result = run_slot(run.command(s, folder), log=folder / "grade.log",
+                              timeout=timeout, max_file_mb=max_file_mb)
+            if result.timed_out or attempt == ATTEMPTS or not run.machine_failed(folder):
+                break
+    except Exception as exc:  # the grader's own failure: this student is not graded, others are
+        folder.mkdir(parents=True, exist_ok=True)
+        outcome = {"student": s.student, "path": str(s.path), "returncode": None,
+                   "stopped": f"the grader could not run ({exc.__class__.__name__}: {exc})",
+                   "timed_out": False, "seconds": 0.0, "peak_rss_mb": 0.0, "started": 0.0,
+                   "ended": 0.0, "processes_killed_after": 0}
+        (folder / "outcome.json").write_text(json.dumps(outcome, indent=2) + "\n")
+        return
     stopped = None
     if result.timed_out:
         stopped = (f"the grade did not finish within its time limit of {timeout:.0f} s; it was "
                    f"stopped, with every process it had started")
     elif result.returncode not in (0, 1):  # 1 is a card with a failing check
-        tail = (folder / "grade.log").read_text(errors="replace").splitlines()[-5:]
-        stopped = f"the grade crashed (exit code {result.returncode}): " + " / ".join(tail)
+        stopped = f"the grade crashed (exit code {result.returncode}): " + log_tail(folder)
     outcome = {"student": s.student, "path": str(s.path), "stopped": stopped,
-               "returncode": result.returncode, "timed_out": result.timed_out,
+               "attempts": attempt, "returncode": result.returncode,
+               "timed_out": result.timed_out,
                "seconds": round(result.seconds, 1), "peak_rss_mb": result.peak_rss_mb,
                "started": result.started, "ended": result.ended,
                "processes_killed_after": result.leftovers_killed}
@@ -167,6 +188,8 @@ def impl_run(*, broker: str = "local", small: bool = False, only: list[str] | No
 
     def score(s: Submission, folder: Path, stopped: str | None) -> Scored:
         report = latest_report(folder)
+        if report is None and not stopped:  # it exited (code 1 too) before writing a card
+            stopped = "the grader stopped before writing a card: " + log_tail(folder)
         card = json.loads(report.read_text()) if report and not stopped else \
             {"impl": s.student, "scenarios": []}
         card["impl"] = s.student
@@ -176,7 +199,20 @@ def impl_run(*, broker: str = "local", small: bool = False, only: list[str] | No
         report = latest_report(folder)
         return report.with_name("report.html") if report else None
 
-    return ClassRun(command, score, page)
+    def machine_failed(folder: Path) -> bool:
+        if latest_report(folder) is not None:
+            return False
+        log = (folder / "grade.log").read_text(errors="replace")
+        return "BrokerError" in log or "BrokerNotFound" in log
+
+    return ClassRun(command, score, page, machine_failed)
+
+
+def log_tail(folder: Path, lines: int = 3) -> str:
+    """The last lines of a student's grade.log that are not a traceback's frames."""
+    text = (folder / "grade.log").read_text(errors="replace").splitlines()
+    kept = [t.strip() for t in text if t.strip() and not t.startswith(("  ", "Traceback"))]
+    return " / ".join(kept[-lines:])[-500:]
 
 
 def latest_report(folder: Path) -> Path | None:
