@@ -178,8 +178,10 @@ def test_a_class_of_five_graded_two_at_a_time(tmp_path):
                 (out / o["card"]).read_text()
     # The mistakes grouped by cause, each with the students who made it.
     table = page[page.index("id='mistakes'"):page.index("id='students'")]
-    stopped = [r for r in table.split("<tr class='mistake'>")[1:] if "exited with code" in r]
-    assert len(stopped) == 1 and "starter" in stopped[0]
+    rows_of = {code: [r for r in table.split("<tr class='mistake'>")[1:]
+                      if f"exited with code {code}" in r] for code in (2, 3)}
+    assert len(rows_of[3]) == 1 and "starter" in rows_of[3][0]  # the TODO left in
+    assert len(rows_of[2]) == 1 and "never-starts" in rows_of[2][0]  # python: no such file
     assert any("time limit" in r and "hangs" in r for r in table.split("<tr")[1:])
 
     # Resumable: a second run grades nobody again (no new outcome), and --again would.
