@@ -105,6 +105,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from harness.grading.grade import grade
     impl = _impl(args.impl)
     only = [n.strip() for n in args.only.split(",")] if args.only else None
+    from harness.grading.scores import load_rubric
+    load_rubric(args.rubric)  # a bad rubric fails now, not after the grade
     if impl.honours_vhost:
         with _open(args) as broker:
             card = grade(impl, broker, orders=args.orders, small=args.small, out=args.out,
@@ -116,7 +118,66 @@ def cmd_grade(args: argparse.Namespace) -> int:
         print(json.dumps(card.to_dict(), indent=2))
     else:
         print(card.text())
+    _write_formats(args, card.to_dict(), only)
     return 0 if card.passed else 1
+
+
+def _write_formats(args: argparse.Namespace, card: dict[str, Any], only: list[str] | None) -> None:
+    """Score the card with --rubric and write each --format (gradescope, junit, summary)."""
+    from harness.grading import formats, scores
+    from harness.scenarios import registry
+    scored = scores.score_card(card, scores.load_rubric(args.rubric),
+                               only or [s.name for s in registry.black_box()])
+    print(f"  {formats.headline(scored)}", file=sys.stderr if args.json else sys.stdout)
+    formats.add_score_to_card(card["run_dir"], scored)
+    for fmt in dict.fromkeys(args.format or []):
+        if fmt != "card":
+            path = formats.write(fmt, scored, args.results or card["run_dir"],
+                                 rubric=scores.load_rubric(args.rubric),
+                                 card_link=str(Path(card["run_dir"]) / "report.html"))
+            print(f"  {fmt}: {path}", file=sys.stderr if args.json else sys.stdout)
+
+
+def cmd_grade_class(args: argparse.Namespace) -> int:
+    """Grade a class in parallel; write gradebook.csv and class.html."""
+    from harness.grading import classroom, scores
+    rubric = scores.load_rubric(args.rubric)
+    only = [n.strip() for n in args.only.split(",")] if args.only else None
+    try:
+        subs = classroom.find_submissions(args.submissions)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run = classroom.impl_run(broker=args.broker, small=args.small, only=only,
+                             orders=args.orders, rubric=rubric, rubric_path=args.rubric)
+    outcomes = classroom.grade_class(subs, run, args.out, jobs=args.jobs, timeout=args.timeout,
+                                     again=args.again, rubric=rubric)
+    return _class_summary(outcomes, Path(args.out))
+
+
+def _class_summary(outcomes: list[dict[str, Any]], out: Path) -> int:
+    for o in outcomes:
+        s = o["scored"]
+        print(f"  {o['student']:<24} {s['score']:>7g} / {s['max_score']:<7g} "
+              f"{o['seconds']:>6} s  {o['peak_rss_mb']:>7} MB"
+              f"{'  ' + o['stopped'][:80] if o['stopped'] else ''}")
+    print(f"gradebook: {out / 'gradebook.csv'}\nclass page: {out / 'class.html'}")
+    return 0
+
+
+def cmd_course_grade(args: argparse.Namespace) -> int:
+    """Execute students' notebooks, each on a broker of its own; score every check."""
+    from harness.grading import classroom, notebooks, scores
+    rubric = scores.load_rubric(args.rubric)
+    try:
+        subs = notebooks.find_notebooks(args.notebooks)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run = notebooks.notebook_run(broker=args.broker, rubric=rubric, cell_timeout=args.cell_timeout)
+    outcomes = classroom.grade_class(subs, run, args.out, jobs=args.jobs, timeout=args.timeout,
+                                     again=args.again, rubric=rubric)
+    return _class_summary(outcomes, Path(args.out))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -218,8 +279,49 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--small", action="store_true", help="CI-sized runs (a few orders each)")
     grade.add_argument("--only", default=None, help="comma-separated scenario names")
     grade.add_argument("--json", action="store_true", help="print the card as JSON")
+    grade.add_argument("--format", action="append", choices=("card", "gradescope", "junit",
+                       "summary"), help="also write results.json (gradescope), junit.xml or "
+                       "summary.md (Markdown with points); repeatable")
+    grade.add_argument("--results", default=None,
+                       help="folder for the --format files (default: the card's run folder)")
+    grade.add_argument("--rubric", default=None, help="rubric.toml: points per scenario")
     common(grade)
     grade.set_defaults(func=cmd_grade)
+
+    klass = sub.add_parser("grade-class", help="grade a class in parallel: gradebook.csv and "
+                           "class.html (what the class got wrong)")
+    klass.add_argument("submissions", help="a folder of student folders (each with impl.toml) "
+                       "or a CSV of name,path")
+    klass.add_argument("--jobs", type=int, default=2, help="grades at a time (default 2)")
+    klass.add_argument("--timeout", type=float, default=900.0,
+                       help="seconds one student's grade may take (default 900)")
+    klass.add_argument("--again", action="store_true", help="regrade students already graded")
+    klass.add_argument("--small", action="store_true", help="CI-sized runs")
+    klass.add_argument("--only", default=None, help="comma-separated scenario names")
+    klass.add_argument("--orders", type=int, default=None, help="orders per scenario")
+    klass.add_argument("--rubric", default=None, help="rubric.toml: points per scenario")
+    klass.add_argument("--broker", default="local", type=_broker_kind,
+                       help="the broker kind each grade opens for itself (default local)")
+    klass.add_argument("--out", default="class", help="output folder (default: class)")
+    klass.set_defaults(func=cmd_grade_class)
+
+    course = sub.add_parser("course", help="the course notebooks")
+    course_sub = course.add_subparsers(dest="course_command", required=True)
+    nbgrade = course_sub.add_parser("grade", help="execute students' notebooks and score "
+                                    "every check: results.json, gradebook.csv, class.html")
+    nbgrade.add_argument("notebooks", nargs="+", help="student notebooks (.ipynb), a folder of "
+                         "student folders, or a CSV of name,path")
+    nbgrade.add_argument("--jobs", type=int, default=2, help="notebooks at a time (default 2)")
+    nbgrade.add_argument("--timeout", type=float, default=1800.0,
+                         help="seconds one notebook may take (default 1800)")
+    nbgrade.add_argument("--cell-timeout", type=float, default=300.0,
+                         help="seconds one cell may take (default 300)")
+    nbgrade.add_argument("--again", action="store_true", help="regrade notebooks already graded")
+    nbgrade.add_argument("--rubric", default=None, help="rubric.toml: points per check")
+    nbgrade.add_argument("--broker", default="local", type=_broker_kind,
+                         help="LAB_BROKER for each notebook (default local: a node of its own)")
+    nbgrade.add_argument("--out", default="course-grades", help="output folder")
+    nbgrade.set_defaults(func=cmd_course_grade)
 
     bench = sub.add_parser("bench", help="drain vs the plain-pika floor, latency, HTTP rate, RSS")
     bench.add_argument("--backlog", type=int, default=20_000,
@@ -275,11 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("harness.observe").setLevel(logging.INFO if args.verbose
                                                   else logging.WARNING)
     from harness.brokers import BrokerNotFound
+    from harness.grading.scores import RubricError
     from harness.lab import ServiceFailed
     from harness.lab.impl import ImplError
     from harness.scenarios.registry import WhiteBoxOnly
     try:
         return args.func(args)
-    except (BrokerNotFound, ImplError, WhiteBoxOnly, ServiceFailed) as exc:
+    except (BrokerNotFound, ImplError, WhiteBoxOnly, ServiceFailed, RubricError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
