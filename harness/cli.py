@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab_services.contract import SERVICES
+
 # Where the naive reference implementation lives (the bench compares the lab with it).
 NAIVE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "naive" / "impl.toml"
 
@@ -47,7 +49,7 @@ def replicas_arg(text: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for part in text.split(","):
         name, sep, count = part.partition("=")
-        if not sep or name.strip() not in ("order", "inventory", "notification") \
+        if not sep or name.strip() not in SERVICES \
                 or not count.strip().isdigit() or not 1 <= int(count) <= 16:
             raise argparse.ArgumentTypeError(
                 f"expected SERVICE=N (order, inventory or notification; N from 1 to 16), "
