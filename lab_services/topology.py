@@ -53,7 +53,12 @@ RETRY_DELAYS_MS = (200, 800, 3200)
 # straight to the DLQ.
 RETRIED_QUEUES = (QUEUE_ORDER_PLACED, QUEUE_INVENTORY_RESERVED, QUEUE_INVENTORY_FAILED,
                   QUEUE_ORDER_STATUS)
-QUORUM_DELIVERY_LIMIT = 5
+# The broker's own redelivery limit on quorum work queues: a backstop above the services'
+# DELIVERY_LIMIT (default 5), which is charged only to the message in hand when a consumer
+# dies. Before RabbitMQ 4.3 the broker counts every return, so a crash charges each innocent
+# order of the crashed consumer's prefetch window too; at 5 a sixth crash in a storm would
+# dead-letter valid orders. 20 is RabbitMQ 4.x's default.
+QUORUM_DELIVERY_LIMIT = 20
 
 
 @dataclass(frozen=True)
