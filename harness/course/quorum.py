@@ -57,6 +57,8 @@ def publish_confirmed(url: str, queue: str, count: int, wait_s: float) -> tuple[
             finally:
                 if conn.is_open:
                     conn.close()
+        except pika.exceptions.AMQPConnectionError as exc:  # its str() is often empty
+            box["why"] = f"could not connect ({short(exc)})".replace(": )", ")")
         except (pika.exceptions.AMQPError, OSError) as exc:
             box["why"] = short(exc)
 
