@@ -337,15 +337,18 @@ def test_without_idempotency_the_duplicate_storm_is_caught_reserving_twice(broke
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_the_direct_design_through_a_broker_kill_is_caught(broker, tmp_path):
-    # Publish first, store after (ORDER_PUBLISH=direct): a broker outage refuses orders
-    # with 503, and an order refused while its event was on the wire is processed anyway.
+def test_the_direct_design_through_a_broker_kill_is_judged_on_ghosts_not_on_its_503s(
+        broker, tmp_path):
+    # Publish first, store after (ORDER_PUBLISH=direct): a broker outage refuses orders with
+    # the contract's 503 (no 5xx finding: the client retries), and only an order processed
+    # although it was refused or never stored (a ghost) breaks it. Whether a kill lands
+    # while an event is on the wire is timing; test_dualwrite makes that crash on purpose.
     from harness.scenarios.chaos import chaos
     result = chaos(broker, seed=3, orders=150, rate=30, extra_env={"ORDER_PUBLISH": "direct"},
                    fault_mix={**NO_FAULTS, "broker_kills": 1}, out=tmp_path, progress=False)
     c = result.verdict.counts
-    assert not result.valid
-    assert c["http_5xx"] + c["ghosts"] > 0, result.verdict.problems
+    assert c["answered_503"] > 0 and c["http_5xx"] == 0, c
+    assert result.valid == (c["ghosts"] == 0), result.verdict.problems
 
 
 def _unbind(queue: str, exchange: str, routing_key: str):

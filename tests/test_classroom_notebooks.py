@@ -24,15 +24,16 @@ NOTEBOOK = "00_setup_and_tour"
 
 
 def student_notebook(path: Path, wrong: tuple[str, ...] = ()) -> None:
-    """Notebook 00 as a student hands it in: the worked answers, the catalogued wrong answer
-    for the exercises in `wrong`."""
+    """Notebook 00 as a student hands it in: the worked answers, and the first catalogued
+    mistake for the exercises in `wrong`."""
     found = runpy.run_path(str(ROOT / "solutions" / "notebooks" / f"{NOTEBOOK}.py"))
     nb = nbformat.read(ROOT / "notebooks" / f"{NOTEBOOK}.ipynb", as_version=4)
     for cell in nb.cells:
         for tag in cell.metadata.get("tags", []):
             kind, _, name = tag.partition(":")
             if kind == "answer":
-                cell.source = (found["WRONG"] if name in wrong else found["ANSWERS"])[name]
+                cell.source = (found["WRONG"][name][0]["code"] if name in wrong
+                               else found["ANSWERS"][name])
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
 
