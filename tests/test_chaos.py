@@ -464,3 +464,26 @@ def test_dead_letters_with_nowhere_to_go_are_caught_and_stall_their_queue(broker
     assert c["malformed_not_dead_lettered"] == c["malformed_injected"] > 0, result.verdict
     # The inventory, healthy, keeps retrying them: order_placed never empties.
     assert c["stalled_queues"] >= 1 and c["unhealthy_services"] == 0, result.verdict
+
+
+# ---- poison loops and orders decided twice (harness.scenarios.loops), pure --------------------
+
+
+def test_a_poison_loop_is_many_redeliveries_of_few_waiting_messages_in_a_quiet_window():
+    from harness.scenarios.loops import poison_loops
+    (loop,) = poison_loops({"order_placed": (4000, 2), "order_status": (0, 0),
+                            "inventory_reserved": (25, 0)})
+    assert loop.startswith("order_placed: 4000 redeliveries") and "at least 2000 times" in loop
+    # A burst redelivered after a crash, or messages still waiting, is no loop by itself.
+    assert poison_loops({"order_placed": (20, 5)}) == poison_loops({"order_placed": (0, 3)}) == []
+
+
+def test_an_order_is_decided_twice_only_by_outcomes_of_two_event_ids():
+    from harness.scenarios.loops import OutcomeTap
+    tap = OutcomeTap.__new__(OutcomeTap)  # the tap's pure half: no broker
+    tap.events = [{"order_id": "A", "event_id": "e1"}, {"order_id": "A", "event_id": "e1"},
+                  {"order_id": "B", "event_id": "e2"}, {"order_id": "B", "event_id": "e3"},
+                  {"order_id": "C", "event_id": "e4"}, {"order_id": "C", "event_id": "e5"}]
+    # A's copies (one per destination queue, or again after a crash) share their event_id.
+    assert tap.decided_twice() == ["B", "C"]
+    assert tap.decided_twice({"A", "B"}) == ["B"]
