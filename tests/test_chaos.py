@@ -10,22 +10,34 @@ from collections import Counter
 import pytest
 
 from harness.chaos.check import JUDGED, ChaosObservation, ClientRequest, check_chaos
-from harness.chaos.messages import KINDS, TAG_HEADER, malformed_message, tag, tag_of
+from harness.chaos.messages import (
+    KINDS,
+    TAG_HEADER,
+    malformed_message,
+    poison_message,
+    tag,
+    tag_of,
+)
 from harness.chaos.schedule import (
+    CRASH,
     FLOOD,
+    HOSTILE,
     KILL,
     MEMORY_ALARM,
     MEMORY_CLEAR,
+    POISON,
     START,
     STORM,
     ScheduleSpec,
     draw_schedule,
     flood_messages,
     malformed_count,
+    poison_orders,
     read_schedule,
     write_schedule,
 )
 from harness.invariants import INVARIANTS
+from lab_services import events
 from lab_services.topology import owner_of
 
 # ---- the schedule ------------------------------------------------------------------------
@@ -65,6 +77,34 @@ def test_without_a_stoppable_broker_no_broker_fault_is_drawn():
     schedule = draw_schedule(ScheduleSpec(seed=1, window_s=10, orders=100, broker_faults=False))
     assert not [f for f in schedule if f.target == "broker"]
     assert {f.action for f in schedule} >= {KILL, START, STORM, FLOOD}
+
+
+def test_a_poison_order_is_drawn_from_the_seed_without_moving_the_other_faults():
+    spec = ScheduleSpec(seed=4, window_s=20, orders=600)
+    schedule = draw_schedule(spec)
+    poison = [f for f in schedule if f.action == POISON]
+    assert len(poison) == 1 and 2.0 <= poison[0].at_s <= 17.0
+    assert poison_orders(schedule) == {poison[0].params["order_id"]: HOSTILE}
+    # The poison rows have a generator of their own: without them every other row is the same.
+    without = draw_schedule(ScheduleSpec(seed=4, window_s=20, orders=600, poisons=0))
+    assert [f for f in schedule if f.action != POISON] == without
+    crash = draw_schedule(ScheduleSpec(seed=4, window_s=20, orders=600, poison_kind=CRASH))
+    assert poison_orders(crash) == {poison[0].params["order_id"]: CRASH}
+    with pytest.raises(ValueError):
+        draw_schedule(ScheduleSpec(seed=4, window_s=20, orders=600, poison_kind="acid"))
+
+
+def test_the_hostile_poison_looks_valid_but_for_its_quantity_and_the_crash_one_is_valid():
+    order_id = poison_orders(draw_schedule(ScheduleSpec(seed=1, window_s=8, orders=200)))
+    (oid,) = order_id
+    assert events.check_id(oid, "order_id") == oid
+    body, props = poison_message(HOSTILE, oid)
+    payload = json.loads(body)
+    quantity = payload["items"][0]["quantity"]
+    assert isinstance(quantity, int) and quantity == 2**63 and props.correlation_id == oid
+    with pytest.raises(events.InvalidEvent, match="quantity"):
+        events.parse_event(body, expect=(events.ORDER_PLACED,))
+    assert events.parse_event(poison_message(CRASH, oid)[0]).order_id == oid
 
 
 # ---- the hostile messages --------------------------------------------------------------------
@@ -187,6 +227,14 @@ def _break(obs: ChaosObservation, how: str) -> None:
         obs.requests[2].statuses.insert(0, 422)
     elif how == "gave_up":
         obs.requests.append(ClientRequest("key-D", "u-D", [], [None, None, None], []))
+    elif how == "poison_missing":
+        obs.poison = {"ORD-19990101-p00000100": "crash"}
+    elif how == "poison_without_reason":
+        obs.poison = {"ORD-19990101-p00000100": "hostile"}
+        obs.dlq.append({"reason": None, "body": json.dumps({"order_id": "ORD-19990101-p00000100"}),
+                        "headers": {}})
+    elif how == "poison_loop":
+        obs.redeliveries = {"order_placed": (4000, 2), "order_status": (0, 0)}
     else:
         raise ValueError(how)
 
@@ -204,7 +252,9 @@ BREAKS = {"lost": "lost", "notified_twice": "duplicate_notifications",
           "malformed_missing": "malformed_not_dead_lettered",
           "malformed_without_reason": "malformed_not_dead_lettered",
           "stalled": "stalled_queues", "unhealthy": "unhealthy_services",
-          "http_500": "http_5xx", "client_error": "client_errors", "gave_up": "gave_up"}
+          "http_500": "http_5xx", "client_error": "client_errors", "gave_up": "gave_up",
+          "poison_missing": "poison_not_dead_lettered",
+          "poison_without_reason": "poison_not_dead_lettered", "poison_loop": "poison_loop"}
 
 
 def test_every_invariant_has_a_break_that_trips_it():
@@ -298,7 +348,7 @@ def test_retry_tiers_belong_to_the_queue_they_feed():
 # ---- on a real broker ------------------------------------------------------------------------
 
 NO_FAULTS = {"kills_per_service": 0, "broker_kills": 0, "memory_alarms": 0, "storms": 0,
-             "floods": 0}
+             "floods": 0, "poisons": 0}
 
 
 def _summary(result) -> dict:
@@ -320,6 +370,12 @@ def test_a_reduced_chaos_run_on_a_real_broker_is_valid(broker, tmp_path, seed):
     assert s["published"]["duplicates"] > 0
     assert {"schedule.csv", "schedule.json", "faults.csv", "queue_depth.png", "throughput.png",
             "latency.png", "outcome.png", "orders.csv", "dlq.csv"} <= set(s["files"])
+    # The lab's crash poison (issue 18): the inventory crashed on it until its delivery limit
+    # dead-lettered it, with a reason, and no valid order was dead-lettered with it.
+    assert s["published"]["poison"] == 1 and s["poison"]["kind"] == CRASH
+    assert s["poison"]["crash_restarts"] >= 1, s["poison"]
+    assert s["poison"]["dead_lettered"] == 1 and s["poison_not_dead_lettered"] == 0
+    assert s["valid_in_dlq"] == 0 and s["poison_loop"] == 0
     assert result.valid, result.verdict.problems
 
 
@@ -411,3 +467,26 @@ def test_dead_letters_with_nowhere_to_go_are_caught_and_stall_their_queue(broker
     assert c["malformed_not_dead_lettered"] == c["malformed_injected"] > 0, result.verdict
     # The inventory, healthy, keeps retrying them: order_placed never empties.
     assert c["stalled_queues"] >= 1 and c["unhealthy_services"] == 0, result.verdict
+
+
+# ---- poison loops and orders decided twice (harness.scenarios.loops), pure --------------------
+
+
+def test_a_poison_loop_is_many_redeliveries_of_few_waiting_messages_in_a_quiet_window():
+    from harness.scenarios.loops import poison_loops
+    (loop,) = poison_loops({"order_placed": (4000, 2), "order_status": (0, 0),
+                            "inventory_reserved": (25, 0)})
+    assert loop.startswith("order_placed: 4000 redeliveries") and "at least 2000 times" in loop
+    # A burst redelivered after a crash, or messages still waiting, is no loop by itself.
+    assert poison_loops({"order_placed": (20, 5)}) == poison_loops({"order_placed": (0, 3)}) == []
+
+
+def test_an_order_is_decided_twice_only_by_outcomes_of_two_event_ids():
+    from harness.scenarios.loops import OutcomeTap
+    tap = OutcomeTap.__new__(OutcomeTap)  # the tap's pure half: no broker
+    tap.events = [{"order_id": "A", "event_id": "e1"}, {"order_id": "A", "event_id": "e1"},
+                  {"order_id": "B", "event_id": "e2"}, {"order_id": "B", "event_id": "e3"},
+                  {"order_id": "C", "event_id": "e4"}, {"order_id": "C", "event_id": "e5"}]
+    # A's copies (one per destination queue, or again after a crash) share their event_id.
+    assert tap.decided_twice() == ["B", "C"]
+    assert tap.decided_twice({"A", "B"}) == ["B"]

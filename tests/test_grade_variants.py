@@ -130,15 +130,25 @@ def test_an_inventory_without_http_is_a_gap_and_the_rest_is_judged(broker, tmp_p
 
 def test_the_original_lab_gets_real_failures_with_its_gaps_first(broker, tmp_path):
     # pika + Flask, ports 5001-5003, RABBITMQ_HOST: no GET /reservations, no DLQ, no
-    # confirms, consumers that never reconnect.
+    # confirms, consumers that never reconnect, a poison requeued for ever, an in-memory
+    # processed set. Its three real defects are FAIL verdicts with their causes.
     card = grade(ROOT / "tests/impls/original_lab/impl.toml", broker, small=True,
-                 progress=False, out=tmp_path, only=["reconnect"])
-    assert [g["what"] for g in card.gaps] == ["GET /reservations (inventory)", "queue 'dlq'"]
-    rows = {c.name: c for c in card.checks}
-    assert rows["no double reservation"].evidence["not_judged"] is True
-    assert rows["no duplicate notification"].passed is True  # judged without the gaps
-    lost = rows["nothing lost"]
-    assert lost.passed is False and "across the broker restart" in lost.happened
+                 progress=False, out=tmp_path,
+                 only=["reconnect", "restart-idempotency", "malformed"])
+    assert {g["what"] for g in card.gaps} == {"GET /reservations (inventory)", "queue 'dlq'"}
+    rows = {(c.scenario, c.name): c for c in card.checks}
+    assert rows["reconnect", "no double reservation"].evidence["not_judged"] is True
+    assert rows["reconnect", "no duplicate notification"].passed is True  # judged past gaps
+    lost = rows["reconnect", "nothing lost"]
+    assert lost.passed is False and "restart came first" in lost.happened, lost.happened
+    # Duplicates after a restart: seen on the wire, without a ledger.
+    twice = rows["restart-idempotency", "one outcome per order"]
+    assert twice.passed is False and twice.cause == "record_lost_in_restart", twice.happened
+    assert "did not survive the restart" in twice.happened
+    # The poison loop: a malformed message requeued for ever, never dead-lettered.
+    loop = rows["malformed", "no poison loop"]
+    assert loop.passed is False and loop.cause == "requeue_forever", loop.happened
+    assert "poison loop: order_placed" in loop.happened and "never dead-lettered" in loop.happened
     md = (card.run_dir / "report.md").read_text()
     assert md.index("Fix this first") < md.index("What to fix") < md.index("Every check")
 

@@ -30,10 +30,12 @@ from harness.invariants import (
     INVARIANTS,
     Invariant,
     Verdict,
+    dlq_order_id,
     items_not_conserved,
     register_invariant,
     shared_findings,
 )
+from harness.scenarios.loops import poison_loops
 from lab_services.topology import OPTIONAL_QUEUES, owner_of
 
 for _inv in (
@@ -66,6 +68,11 @@ for _inv in (
               "every request accepted within the client's retry bound",
               "{n} requests were never accepted within the client's bound ({ids})",
               "every request was accepted within the client's bound"),
+    Invariant("poison_not_dead_lettered", "poison order dead-lettered",
+              "an order whose handling always fails ends in the DLQ with a reason",
+              "{n} poison orders are not in the DLQ with a reason ({ids}): count a message's "
+              "attempts and dead-letter it with its reason once they run out",
+              "every poison order is in the DLQ with a reason"),
 ):
     register_invariant(_inv)
 
@@ -74,7 +81,7 @@ JUDGED = ("lost", "duplicate_notifications", "double_reservations", "stock_conse
           "stock_negative", "failed_iff_short", "outcomes_vs_ledger", "valid_in_dlq",
           "ledger_forgot", "duplicate_orders", "ghosts", "status_mismatch",
           "malformed_not_dead_lettered", "stalled_queues", "unhealthy_services", "http_5xx",
-          "client_errors", "gave_up")
+          "client_errors", "gave_up", "poison_not_dead_lettered", "poison_loop")
 
 
 @dataclass
@@ -112,6 +119,10 @@ class ChaosObservation:
     ledger_snapshots: list[list[dict[str, Any]]] = field(default_factory=list)
     # The run's timeline rows and what else the causes read (harness.grading.causes).
     facts: dict[str, Any] = field(default_factory=dict)
+    # The schedule's poison orders: order id -> kind (harness.chaos.schedule.POISON).
+    poison: dict[str, str] = field(default_factory=dict)
+    # Queue -> (redelivered, messages left) from the management API; empty: not judged.
+    redeliveries: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def check_chaos(obs: ChaosObservation) -> Verdict:
@@ -124,7 +135,8 @@ def check_chaos(obs: ChaosObservation) -> Verdict:
 
     found = shared_findings(accepted=sorted(accepted), inventory=obs.inventory,
                             ledger=obs.ledger, notifications=obs.notifications, dlq=obs.dlq,
-                            orders=obs.server_orders, ledger_snapshots=obs.ledger_snapshots)
+                            orders=obs.server_orders, ledger_snapshots=obs.ledger_snapshots,
+                            expected_dead=set(obs.poison))
     found.pop("failed_flipped", None)
     if not obs.ledger_snapshots:
         found.pop("ledger_forgot", None)
@@ -176,6 +188,7 @@ def check_chaos(obs: ChaosObservation) -> Verdict:
     refused = [r.key for r in obs.requests
                for s in r.statuses if s is not None and 400 <= s < 500 and s != 409]
     gave_up = [r.key for r in obs.requests if not r.accepted]
+    dead_poison = {dlq_order_id(m) for m in obs.dlq if m.get("reason")}
 
     found.update({
         "duplicate_orders": [f"{k}: {sorted(ids_per_key[k])}" for k in sorted(duplicate_keys)],
@@ -187,12 +200,16 @@ def check_chaos(obs: ChaosObservation) -> Verdict:
         "http_5xx": [f"{s} x{n}" for s, n in sorted(five.items())],
         "client_errors": refused,
         "gave_up": gave_up,
+        "poison_not_dead_lettered": sorted(set(obs.poison) - dead_poison),
     })
+    if obs.redeliveries:
+        found["poison_loop"] = poison_loops(obs.redeliveries)
     doubles = len(found["double_reservations"])
     stock_vs_ledger = items_not_conserved(obs.inventory, reservations)
     counts: dict[str, Any] = {
         "requests": len(obs.requests),
         "accepted": len(accepted),
+        "orders_placed": len(accepted),  # the shared invariants' words read this name
         "accepted_202": sum(1 for r in obs.requests if r.statuses and r.statuses[-1] == 202),
         "retried": sum(1 for r in obs.requests if len(r.statuses) > 1),
         "answers": {str(k): v for k, v in sorted(answers.items(), key=lambda kv: str(kv[0]))},
@@ -214,6 +231,8 @@ def check_chaos(obs: ChaosObservation) -> Verdict:
         "answered_503": answers.get(503, 0),
         "status_consumed": status_consumed,
         "client_errors": len(refused),
+        "poison_orders": len(obs.poison),
+        "poison_dead_lettered": len(set(obs.poison) & dead_poison),
         **obs.extra,
     }
     problems = [f"{INVARIANTS[k].name}: {INVARIANTS[k].broken_words(ids)}"

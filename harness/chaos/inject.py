@@ -15,13 +15,20 @@ import requests
 
 from harness import amqp
 from harness.brokers import management as admin
-from harness.chaos.messages import VIA_MANAGEMENT, malformed_message, management_properties
+from harness.chaos.messages import (
+    VIA_MANAGEMENT,
+    malformed_message,
+    management_properties,
+    poison_message,
+)
 from harness.chaos.schedule import (
+    CRASH,
     FLOOD,
     KILL,
     MEMORY_ALARM,
     MEMORY_CLEAR,
     NORMAL_WATERMARK,
+    POISON,
     START,
     STORM,
     Fault,
@@ -30,6 +37,7 @@ from harness.chaos.schedule import (
 from harness.runner import Run, order_event
 from harness.waiting import wait_until
 from lab_services import topology as topo
+from lab_services.crashpoints import CRASH_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +70,18 @@ class Injector:
         for n, kind in messages:
             self.jobs.put(("malformed", (n, kind)))
 
+    def poison(self, kind: str, order_id: str) -> None:
+        """Queue one poison order for publishing."""
+        self.jobs.put(("poison", (kind, order_id)))
+
     def _run(self) -> None:
         while (job := self.jobs.get()) is not None:
             what, arg = job
             try:
-                if what == "duplicate":
+                if what == "poison":
+                    self.publisher.publish(*poison_message(*arg))
+                    self.sent["poison"] += 1
+                elif what == "duplicate":
                     event = order_event(arg)
                     for same in (True, False):
                         self.publisher.publish(*amqp.order_copy(event, same_event_id=same))
@@ -118,12 +133,41 @@ class FaultRunner:
         self.done = threading.Event()
         self.started_at = 0.0
         self._thread = threading.Thread(target=self._run, name="chaos-faults", daemon=True)
+        # A crash poison (the lab's, white-box) kills the inventory at each delivery: started
+        # again at once, as a process supervisor would, until the delivery limit ends it.
+        self.supervise = any(f.action == POISON and f.params.get("kind") == CRASH
+                             for f in schedule)
+        self.crash_restarts = 0
+        self._services_lock = threading.Lock()
+        self._supervising = threading.Event()
+        self._supervisor = threading.Thread(target=self._restart_crashed,
+                                            name="chaos-supervisor", daemon=True)
 
     def start(self) -> FaultRunner:
-        """Start the schedule's clock now."""
+        """Start the schedule's clock now (and the supervisor, for a crash poison)."""
         self.started_at = self.run.timeline.now()
         self._thread.start()
+        if self.supervise:
+            self._supervising.set()
+            self._supervisor.start()
         return self
+
+    def stop_supervising(self) -> None:
+        """Stop restarting services that crashed on the poison (after the run settled)."""
+        if self._supervising.is_set():
+            self._supervising.clear()
+            self._supervisor.join(10)
+
+    def _restart_crashed(self) -> None:
+        while self._supervising.is_set():
+            for name, svc in self.run.lab.services.items():
+                with self._services_lock:
+                    if not svc.running and svc.exit_code == CRASH_EXIT_CODE:
+                        self.run.timeline.record("crash", name, "exited on the poison order; "
+                                                 "started again")
+                        self.crash_restarts += 1
+                        svc.start()
+            time.sleep(0.2)
 
     def join(self, timeout: float) -> None:
         """Wait (bounded) until every row was executed."""
@@ -170,11 +214,13 @@ class FaultRunner:
             self.broker_down = False
             timeline.record("ready", "broker", "takes connections again")
         elif fault.action == KILL:
-            run.faults.kill_service(fault.target)
+            with self._services_lock:
+                run.faults.kill_service(fault.target)
         elif fault.action == START:
             # No wait for health: clients and the other faults go on while it boots.
-            timeline.record("start", fault.target, "after kill -9")
-            run.lab.services[fault.target].start()
+            with self._services_lock:
+                timeline.record("start", fault.target, "after kill -9")
+                run.lab.services[fault.target].start()
         elif fault.action in (MEMORY_ALARM, MEMORY_CLEAR):
             watermark = str(fault.params["watermark"])
             self.alarm_raised = fault.action == MEMORY_ALARM
@@ -186,6 +232,10 @@ class FaultRunner:
             timeline.record("inject duplicate storm", fault.target,
                             f"{fault.params['duration_s']}s, 2 copies per order")
             self.injector.storm_until = timeline.now() + fault.params["duration_s"]
+        elif fault.action == POISON:
+            timeline.record("inject poison order", fault.params["order_id"],
+                            fault.params["kind"])
+            self.injector.poison(fault.params["kind"], fault.params["order_id"])
         elif fault.action == FLOOD:
             timeline.record("inject malformed flood", fault.target,
                             f"{fault.params['count']} messages")

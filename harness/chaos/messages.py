@@ -136,3 +136,19 @@ def tag_of(message: dict[str, Any]) -> str | None:
         if found:
             return found.group(0)
     return None
+
+
+def poison_message(kind: str, order_id: str) -> tuple[bytes, pika.BasicProperties]:
+    """The body and properties of a poison order (harness.chaos.schedule's POISON kinds).
+
+    "hostile": valid in every field but one quantity, 2**63: an integer above zero that
+    passes a type check, yet past the contract's 1..1000 (and a 64-bit column). "crash": a
+    valid order, poison only to a lab inventory told to crash on its id (LAB_CRASH_AT).
+    """
+    quantity = 2**63 if kind == "hostile" else 1
+    order = _order(order_id, user_id="chaos-poison",
+                   items=[{"item_id": "item_1", "quantity": quantity, "price": 10.0}])
+    props = pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                                 message_id=order["event_id"], correlation_id=order_id,
+                                 type="OrderPlaced", headers={"x-chaos-poison": kind})
+    return _json(order), props

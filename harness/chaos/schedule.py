@@ -26,7 +26,17 @@ MEMORY_ALARM = "memory alarm"  # rabbitmqctl set_vm_memory_high_watermark <param
 MEMORY_CLEAR = "memory alarm clear"  # the same, back to the normal watermark
 STORM = "duplicate storm"  # every order accepted in [at_s, at_s + duration_s) sent 2x more
 FLOOD = "malformed flood"  # params.count malformed messages onto order.placed
-ACTIONS = (KILL, START, MEMORY_ALARM, MEMORY_CLEAR, STORM, FLOOD)
+POISON = "poison order"  # one OrderPlaced whose handling always fails (params.kind, .order_id)
+ACTIONS = (KILL, START, MEMORY_ALARM, MEMORY_CLEAR, STORM, FLOOD, POISON)
+
+# The poison kinds. HOSTILE is for any implementation: an OrderPlaced valid in every field
+# but one quantity of 2**63 (an integer, above zero, and past the contract's 1..1000 and a
+# 64-bit column): a careful consumer dead-letters it with a reason, a careless one crashes or
+# requeues it. CRASH is the lab's own (white-box): its inventory exits at `before_commit` each
+# time it handles this order id (LAB_CRASH_AT), so only the delivery limit ends it, and the
+# valid orders delivered with it must not be charged for its crashes (issue 18, item 1).
+HOSTILE, CRASH = "hostile", "crash"
+POISON_KINDS = (HOSTILE, CRASH)
 
 ALARM_WATERMARK = 0.0001  # blocks every publisher of the node within a second
 NORMAL_WATERMARK = 0.4  # RabbitMQ's default
@@ -66,6 +76,8 @@ class ScheduleSpec:
     # inside that, so that a memory alarm never meets a node that is down.
     broker_recovery_s: float = 12.0
     kinds: tuple[str, ...] = KINDS  # the malformed kinds to draw from
+    poisons: int = 1  # poison orders, each at a time drawn from the seed
+    poison_kind: str = HOSTILE  # CRASH only where the run knows it runs the lab
 
 
 def malformed_count(orders: int, kinds: int = len(KINDS)) -> int:
@@ -120,6 +132,14 @@ def draw_schedule(spec: ScheduleSpec) -> list[Fault]:
         rows.append(Fault(t, STORM, topo.QUEUE_ORDER_PLACED,
                           {"duration_s": round(rng.uniform(0.15, 0.35) * w, 2),
                            "copies": ["same event_id", "new event_id"]}))
+    # Poison orders, from a generator of their own: every other row stays what the seed
+    # gave before poison orders existed.
+    if spec.poison_kind not in POISON_KINDS:
+        raise ValueError(f"poison_kind must be one of {POISON_KINDS}, not {spec.poison_kind!r}")
+    poison_rng = random.Random(f"{spec.seed}:poison")
+    for i, t in enumerate(_spread(poison_rng, spec.poisons, lo, hi, gap=1.0)):
+        rows.append(Fault(t, POISON, topo.QUEUE_ORDER_PLACED,
+                          {"kind": spec.poison_kind, "order_id": poison_order_id(spec.seed, i)}))
     # The malformed flood: about a tenth of order.placed, every kind in every run.
     if spec.floods <= 0:
         return sorted(rows, key=lambda f: (f.at_s, ACTIONS.index(f.action), f.target))
@@ -134,6 +154,17 @@ def draw_schedule(spec: ScheduleSpec) -> list[Fault]:
                           {"count": n, "first_tag": first, "kinds": kinds[first:first + n]}))
         first += n
     return sorted(rows, key=lambda f: (f.at_s, ACTIONS.index(f.action), f.target))
+
+
+def poison_order_id(seed: int, n: int) -> str:
+    """The order id of a run's n-th poison order (a valid id, never one the order service
+    gives: its date part is 1999's)."""
+    return f"ORD-19990101-p{seed % 10**6:06d}{n:02d}"
+
+
+def poison_orders(schedule: list[Fault]) -> dict[str, str]:
+    """Order id -> poison kind, for every poison order a schedule injects."""
+    return {f.params["order_id"]: f.params["kind"] for f in schedule if f.action == POISON}
 
 
 def flood_messages(schedule: list[Fault]) -> list[tuple[int, str]]:

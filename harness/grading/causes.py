@@ -68,6 +68,10 @@ ADVICE = {
     "outcome_without_ledger": "an order is RESERVED (or notified so) with no line in the "
                               "ledger: a duplicate must not get a fresh outcome, and the ledger "
                               "must hold what was reserved",
+    "requeue_forever": "a consumer requeues what it cannot handle (basic_nack/basic_reject "
+                       "with requeue=True, or an exception before the ack): the broker hands "
+                       "it back at once, for ever; dead-letter it with its reason after a "
+                       "bounded number of attempts",
     "ledger_not_durable": "reservations seen before a kill were gone after it: the ledger "
                           "must be written to durable storage before the input is acked",
 }

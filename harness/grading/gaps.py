@@ -40,6 +40,10 @@ NEEDS: dict[str, frozenset[str]] = {
     "FAILED exactly when stock is short": frozenset({"ledger", "orders"}),
     "a FAILED order stays FAILED": frozenset({"ledger"}),
     "stock ran short": frozenset({"ledger"}),
+    # Read from the broker (redelivery counts, a tap on inventory_events): no gap hides them.
+    "no poison loop": frozenset(),
+    "one outcome per order": frozenset(),
+    "poison order dead-lettered": frozenset({"dlq"}),
 }
 
 _AMQP_404 = re.compile(r"NOT_FOUND - no (queue|exchange) '([^']*)'")

@@ -5,13 +5,17 @@ that can say no.
 
 Clients place orders with an Idempotency-Key and retry as real ones do, while a schedule
 drawn from the seed kills services and the broker, raises a memory alarm, republishes
-every order of a storm twice and floods order.placed with hostile messages. When the
-faults are over and the queues have had their time to drain, `chaos_check` judges what
-the clients saw against what the services hold.
+every order of a storm twice, floods order.placed with hostile messages and injects a poison
+order (one whose handling always fails: on the lab, an order its inventory crashes on every
+time; on any other implementation, an order with a quantity of 2**63). When the faults are
+over and the queues have had their time to drain, `chaos_check` judges what the clients saw
+against what the services hold.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -29,16 +33,26 @@ from harness.chaos.check import JUDGED, ChaosObservation, ClientRequest, check_c
 from harness.chaos.inject import FaultRunner, Injector
 from harness.chaos.messages import KINDS, VIA_MANAGEMENT, tag, tag_of
 from harness.chaos.plots import depth_per_queue, latency_over_time, mark_chaos, outcome_table
-from harness.chaos.schedule import ScheduleSpec, draw_schedule, flood_messages, write_schedule
-from harness.invariants import Check, Verdict, invariant_checks
+from harness.chaos.schedule import (
+    CRASH,
+    HOSTILE,
+    ScheduleSpec,
+    draw_schedule,
+    flood_messages,
+    poison_order_id,
+    poison_orders,
+    write_schedule,
+)
+from harness.invariants import Check, Verdict, dlq_order_id, invariant_checks
 from harness.lab import LabConfig
-from harness.lab.impl import Impl
+from harness.lab.impl import Impl, resolve
 from harness.load import LoadSpec, place_orders
 from harness.observe import LAB_QUEUES
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.common import broker_for
+from harness.scenarios.loops import redelivery_window
 from harness.scenarios.registry import Scenario, register
 from harness.waiting import WaitTimeout, wait_until
 from lab_services import topology as topo
@@ -154,6 +168,7 @@ def _safe_health(run: Run) -> dict[str, dict[str, Any] | None]:
 def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float = 30.0,
           concurrency: int = 16, kills_per_service: int = 2, retry_for_s: float = 90.0,
           settle_s: float = 60.0, fault_mix: dict[str, Any] | None = None,
+          poison: int = 1, poison_kind: str | None = None,
           prepare: Callable[[Run], None] | None = None,
           out: str | Path = "runs", progress: bool = True,
           impl: Impl | str | Path | None = None,
@@ -164,11 +179,20 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
     overrides ScheduleSpec fields (e.g. {"storms": 0}); `lab` (or keyword overrides of
     LabConfig) picks the lab's design, and `prepare(run)` may change the running lab before
     the load starts (e.g. remove a binding), to show that a broken system is caught.
+    `poison` orders are injected; `poison_kind` is "crash" (the lab's inventory crashes on
+    it, white-box: the default when every service is the lab's own) or "hostile" (any
+    implementation: the default otherwise).
     """
     window = orders / rate
     # An order takes 0.45 units of an item on average: stock of 0.4 per order runs out near
     # the end, so that some orders fail for want of stock, as in a real shop.
     cfg = lab or LabConfig(initial_stock=str(max(20, orders * 2 // 5)), **lab_overrides)
+    kind = poison_kind or (CRASH if resolve(impl).is_lab else HOSTILE)
+    if kind == CRASH and poison:
+        # Only the lab's inventory knows LAB_CRASH_AT: it exits each time it handles these.
+        ids = ",".join(poison_order_id(seed, i) for i in range(poison))
+        cfg = dataclasses.replace(cfg, extra_env={**cfg.extra_env,
+                                                  "LAB_CRASH_AT": f"before_commit:{ids}"})
     with broker_for(broker) as b, Run("chaos", b, out=out, lab=cfg, impl=impl,
                                       progress=progress) as run:
         can_stop = bool(getattr(b, "can_stop", True))
@@ -179,6 +203,7 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
             "broker_faults": can_stop,
             "kinds": KINDS if getattr(b, "management_url", None)
             else tuple(k for k in KINDS if k not in VIA_MANAGEMENT),
+            "poisons": poison, "poison_kind": kind,
             **(fault_mix or {}),
         }
         spec = ScheduleSpec(seed=seed, window_s=window, orders=orders, **drawn)
@@ -193,20 +218,30 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
                              idempotency_key=True, unique_users=True, confirm_accepted=True,
                              retry_unavailable_for=retry_for_s, user_prefix="chaos",
                              progress=progress, description=f"chaos seed {seed}")
+        poisoned = poison_orders(schedule)
         faults.start()
         try:
-            load = place_orders(run.lab.url("order"), load_spec, t0=run.t0,
-                                on_accepted=injector.on_accepted)
-            faults.join(timeout=120 + (schedule[-1].at_s if schedule else 0))
+            try:
+                load = place_orders(run.lab.url("order"), load_spec, t0=run.t0,
+                                    on_accepted=injector.on_accepted)
+                faults.join(timeout=120 + (schedule[-1].at_s if schedule else 0))
+            finally:
+                injector.finish(timeout=120)
+                if not faults.done.is_set():
+                    faults.join(timeout=120)
+                faults.restore()
+            last_fault_t = run.timeline.now()
+            run.timeline.record("last fault", "-", "settling")
+            accepted = [o for ids in load["order_ids"] for o in str(ids).split()]
+            if faults.supervise:
+                # The inventory crashes at each delivery of the poison until its delivery
+                # limit dead-letters it: settle once that is over (bounded; judged below).
+                with contextlib.suppress(WaitTimeout):
+                    wait_until(lambda: set(poisoned) <= _dead_ids(run), settle_s,
+                               "the poison orders in the DLQ", interval=0.5)
+            left = _settle(run, accepted, settle_s)
         finally:
-            injector.finish(timeout=120)
-            if not faults.done.is_set():
-                faults.join(timeout=120)
-            faults.restore()
-        last_fault_t = run.timeline.now()
-        run.timeline.record("last fault", "-", "settling")
-        accepted = [o for ids in load["order_ids"] for o in str(ids).split()]
-        left = _settle(run, accepted, settle_s)
+            faults.stop_supervising()  # never restart a service of a lab being torn down
         state = run.collect()
         lookups = _lookups(run.lab.url("order"), accepted)
         obs = ChaosObservation(
@@ -214,7 +249,8 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
             notifications=state.notifications, inventory=state.inventory,
             ledger=state.ledger, dlq=state.dlq, malformed_tags=malformed, queues_left=left,
             health=_safe_health(run), ledger_snapshots=run.faults.ledger_snapshots,
-            facts={"timeline": list(run.timeline.rows), "died": dict(run.died)})
+            facts={"timeline": list(run.timeline.rows), "died": dict(run.died)},
+            poison=poisoned, redeliveries=redelivery_window(run))
         verdict = check_chaos(obs)
         injection_errors = faults.errors + injector.errors
         if injection_errors:
@@ -244,6 +280,9 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
                 "double_reservations", "stock_conserved", "outcomes_vs_ledger")},
             "ghosts_detail": {"unaccepted": c["ghosts_unaccepted"], "404": c["ghosts_404"]},
             "answers": c["answers"],
+            "poison": {"kind": kind, "orders": c["poison_orders"],
+                       "dead_lettered": c["poison_dead_lettered"],
+                       "crash_restarts": faults.crash_restarts},
             "faults_planned": dict(Counter(f"{f.action} {f.target}" for f in schedule)),
             "faults_injected": dict(Counter(
                 f"{k} {t}" for k, t in zip(run.timeline.frame()["kind"],
@@ -257,7 +296,8 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
         result = ScenarioResult("chaos", summary, verdict, frames)
         tried = (f"placed {orders} orders at {rate}/s with an Idempotency-Key through a fault "
                  f"schedule drawn from seed {seed} (kills, broker faults, duplicate storms, a "
-                 "malformed flood), then let the queues drain")
+                 f"malformed flood, {poison} {kind} poison order(s)), then let the queues "
+                 "drain")
         result.checks = invariant_checks("chaos", tried, verdict, chart="outcome", only=JUDGED)
         if injection_errors:
             result.checks.append(Check("chaos", "faults injected", tried,
@@ -279,6 +319,15 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
         result.write(run.run_dir)
         log.info("%s", result.text())
         return result
+
+
+def _dead_ids(run: Run) -> set[str | None]:
+    """The order ids of the dead letters that carry a reason (a read error: none yet)."""
+    try:
+        return {dlq_order_id(m) for m in amqp.read_queue(run.lab.amqp_url) if m.get("reason")}
+    except Exception as exc:  # the broker may be busy; the wait tries again
+        log.debug("reading the DLQ: %s", exc)
+        return set()
 
 
 def _pcts(latency: pd.DataFrame) -> dict[str, float | None]:

@@ -14,11 +14,13 @@ import pandas as pd
 
 from harness.invariants import Check, double_reservations, invariant_checks
 from harness.lab import LabConfig
+from harness.lab.client import MissingPath
 from harness.lab.impl import Impl
 from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run, order_event
 from harness.scenarios.common import barrier, broker_for, finish, judge, place_some
+from harness.scenarios.loops import OutcomeTap, twice_check
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import DuplicatesSummary
 
@@ -39,6 +41,8 @@ def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
     cfg = LabConfig(initial_stock=STOCK, **lab)
     with broker_for(broker) as b, Run(name, b, out=out, lab=cfg, impl=impl,
                                       progress=progress) as run:
+        # Every outcome event on the wire: an order decided twice shows without a ledger.
+        tap = OutcomeTap(run)
         placed = place_some(run, orders, seed=12 if restart else 10)
         placed.append(_place_sold_out(run))
         ids = {o["order_id"] for o in placed}
@@ -47,20 +51,22 @@ def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
         if restart:
             run.faults.restart_service("inventory")
         rows, doubled_by_case = [], {}
-        before = _lines_reserved(run.lab.reservations()["reservations"], ids)
+        before = _ledger_lines(run, ids)
         for case, same_id in CASES:
             for order in placed:
                 run.faults.duplicate_order(order_event(order), same_event_id=same_id)
             barrier(run)
-            after = _lines_reserved(run.lab.reservations()["reservations"], ids)
+            after = _ledger_lines(run, ids)
             # Reserved again by this case's copies: a ledger line counted more than before.
-            doubled_by_case[case] = sorted({o for (o, i), n in after.items()
-                                            if n > before.get((o, i), 0)})
+            # None: no ledger to read (GET /reservations missing), so not judged.
+            doubled_by_case[case] = None if after is None else sorted(
+                {o for (o, i), n in after.items() if n > (before or {}).get((o, i), 0)})
             before = after
             rows.append({"case": case, "orders": len(placed), "duplicates_sent": len(placed),
-                         "double_reservations": len(doubled_by_case[case])})
-        seen = set(double_reservations(run.lab.reservations()["reservations"])) & ids
+                         "double_reservations": len(doubled_by_case[case] or [])})
+        tap.close()
         state = run.collect()
+        seen = set(double_reservations((state.ledger or {}).get("reservations") or [])) & ids
         accepted = [o["order_id"] for o in state.orders]
         verdict = judge(run, state, accepted, must_stay_failed=failed_before)
         load = pd.DataFrame({"order_id": accepted, "accepted": True, "http_ms": float("nan")})
@@ -72,7 +78,16 @@ def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
         result = ScenarioResult(name, summary, verdict, {"double_reservations": table})
         result.figures = {"double_reservations": plots.double_reservations_chart(table)}
         result.checks = _checks(name, restart, len(placed), doubled_by_case, verdict)
+        result.checks.append(twice_check(name, result.checks[0].tried, tap, ids, restart))
         return finish(run, result)
+
+
+def _ledger_lines(run: Run, ids: set[str]) -> Counter | None:
+    """The ledger lines of the given orders, or None without GET /reservations (a gap)."""
+    try:
+        return _lines_reserved(run.lab.reservations()["reservations"], ids)
+    except MissingPath:
+        return None
 
 
 def _place_sold_out(run: Run) -> dict[str, Any]:
@@ -95,7 +110,7 @@ def _lines_reserved(ledger: list[dict[str, Any]], ids: set[str]) -> Counter:
     return Counter((r["order_id"], r["item_id"]) for r in ledger if r["order_id"] in ids)
 
 
-def _checks(name: str, restart: bool, n: int, doubled: dict[str, list[str]],
+def _checks(name: str, restart: bool, n: int, doubled: dict[str, list[str] | None],
             verdict: Any) -> list[Check]:
     before = "restarted the inventory (SIGTERM, start), then " if restart else ""
     rows = []
@@ -105,6 +120,13 @@ def _checks(name: str, restart: bool, n: int, doubled: dict[str, list[str]],
         tried = (f"placed {n} orders and waited for their notifications, {before}published "
                  f"each OrderPlaced again as an {case}")
         cause = None
+        if ids is None:
+            rows.append(Check(name, f"{case}: not reserved twice", tried,
+                              "each order's stock is reserved once",
+                              "not judged: the inventory has no GET /reservations", None,
+                              {"not_judged": True, "needs": ["ledger"]}, "double_reservations",
+                              "double_reservations"))
+            continue
         if not ids:
             happened = f"none of the {n} orders was reserved again"
         elif not same and not exact_doubled:

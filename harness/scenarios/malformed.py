@@ -16,6 +16,7 @@ from harness.reporting import plots
 from harness.reporting.results import ScenarioResult
 from harness.runner import Run
 from harness.scenarios.common import PLENTY, broker_for, finish, judge
+from harness.scenarios.loops import loop_check
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import MalformedSummary
 from harness.waiting import WaitTimeout
@@ -95,6 +96,7 @@ def malformed(broker: Any = None, *, orders: int = 20, each: int = 1,
                    "reasons": sorted({str(m["reason"]) for m in state.dlq})[:10]}),
             *invariant_checks("malformed", tried, verdict,
                               only=("valid_in_dlq", "double_reservations", "stock_conserved")),
+            loop_check("malformed", tried, run),
         ]
         return finish(run, result)
 
