@@ -143,10 +143,14 @@ def test_health_answers_503_with_the_reason_once_the_consumer_thread_died(make_l
     _publish_orders(lab.amqp_url, 1)  # the handler returns None: the framework cannot publish
 
     def unhealthy():
+        # While the exception unwinds, /health briefly (and truly) says "reconnecting";
+        # wait for the state the thread ends in.
         r = requests.get(inventory.url + "/health", timeout=5)
-        return (r,) if r.status_code == 503 else None  # a 503 Response is falsy itself
+        stopped = r.status_code == 503 and "consumer thread stopped" in r.text
+        return (r,) if stopped else None  # a 503 Response is falsy itself
 
-    (r,) = wait_until(unhealthy, 30, "/health to answer 503", detail=inventory.log_tail)
+    (r,) = wait_until(unhealthy, 30, "/health to answer 503: the consumer thread stopped",
+                      detail=inventory.log_tail)
     body = r.json()
     assert body["status"] != "ok"
     assert "consumer thread stopped" in body["consumer"]
