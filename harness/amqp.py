@@ -132,6 +132,15 @@ def depth(amqp_url: str, queue: str) -> int:
         return ch.queue_declare(queue, passive=True).method.message_count
 
 
+def consumers(amqp_url: str, queue: str) -> int | None:
+    """Consumers of a queue right now (a passive declare), or None if the queue is missing."""
+    try:
+        with channel(amqp_url, confirm=False) as ch:
+            return ch.queue_declare(queue, passive=True).method.consumer_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return None
+
+
 def read_queue(amqp_url: str, queue: str = topology.DLQ, *, remove: bool = False,
                limit: int = 10_000) -> list[dict[str, Any]]:
     """Read a queue's messages (default the DLQ) with their lab headers; keep them unless told."""

@@ -31,13 +31,8 @@ from lab_services.web import create_app, run_service
 log = logging.getLogger(__name__)
 
 
-def outcome_messages(outcome: Outcome) -> list[Outgoing]:
-    """The AMQP messages that carry an inventory outcome: one per destination queue.
-
-    Each is published `mandatory`, so a destination queue that is missing (deleted) returns
-    its copy, and the order is retried instead of its notification or status being lost.
-    The body is the outcome event as stored, encoded once.
-    """
+def outcome_message(outcome: Outcome) -> Outgoing:
+    """The AMQP message that carries an inventory outcome event (its body as stored)."""
     if outcome.reserved:
         key, event_type = topology.KEY_INVENTORY_RESERVED, events.INVENTORY_RESERVED
     else:
@@ -45,8 +40,7 @@ def outcome_messages(outcome: Outcome) -> list[Outgoing]:
     props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
                                  message_id=outcome.event_id, correlation_id=outcome.order_id,
                                  type=event_type, app_id="inventory-service")
-    return [Outgoing(topology.INVENTORY_EVENTS, k, outcome.body, props)
-            for k in topology.outcome_keys(key)]
+    return Outgoing(topology.INVENTORY_EVENTS, key, outcome.body, props)
 
 
 class InventoryService:
@@ -134,7 +128,7 @@ class InventoryService:
             log.debug("order %s: %s", order.order_id, stored.reason or "reserved")
         else:
             log.info("order %s seen before: re-publishing its stored outcome", order.order_id)
-        return outcome_messages(stored)
+        return [outcome_message(stored)]
 
     def _before_ack(self, delivery: Delivery) -> None:
         order_id = delivery.context.get("order_id")

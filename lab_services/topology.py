@@ -29,14 +29,6 @@ DLQ = "dlq"
 KEY_ORDER_PLACED = "order.placed"
 KEY_INVENTORY_RESERVED = "inventory.reserved"
 KEY_INVENTORY_FAILED = "inventory.failed"
-# One publish per destination queue, each `mandatory`: the broker returns a message only
-# when it reaches no queue at all, so an outcome sent once to the notification queue AND
-# order_status could not tell that one of them was missing (deleted, say). The lab's
-# inventory therefore publishes an outcome twice, with `<key>.notification` (reaching only
-# the notification queue) and `<key>.status` (reaching only order_status); a single publish
-# with the plain key still reaches both, for implementations that send one.
-SUFFIX_NOTIFICATION = "notification"
-SUFFIX_STATUS = "status"
 
 # Which service consumes each work queue (a retry tier belongs to the queue it feeds); the
 # DLQ is nobody's. A queue added without an owner is the DLQ's kind: read, never drained.
@@ -165,11 +157,6 @@ def retry_queue(attempt: int, queue: str = QUEUE_ORDER_PLACED) -> str:
     return f"{queue}.retry.{attempt}"
 
 
-def outcome_keys(key: str) -> tuple[str, str]:
-    """The per-destination routing keys of an outcome key: (notification queue, order_status)."""
-    return f"{key}.{SUFFIX_NOTIFICATION}", f"{key}.{SUFFIX_STATUS}"
-
-
 def build_topology(queue_type: str | None = None) -> Topology:
     """Build the lab topology for a queue type (classic or quorum; env LAB_QUEUE_TYPE)."""
     queue_type = (queue_type or os.environ.get("LAB_QUEUE_TYPE") or "classic").lower()
@@ -212,10 +199,6 @@ def build_topology(queue_type: str | None = None) -> Topology:
         Binding(INVENTORY_EVENTS, QUEUE_INVENTORY_RESERVED, KEY_INVENTORY_RESERVED),
         Binding(INVENTORY_EVENTS, QUEUE_INVENTORY_FAILED, KEY_INVENTORY_FAILED),
         Binding(INVENTORY_EVENTS, QUEUE_ORDER_STATUS, "inventory.*"),
-        Binding(INVENTORY_EVENTS, QUEUE_INVENTORY_RESERVED,
-                outcome_keys(KEY_INVENTORY_RESERVED)[0]),
-        Binding(INVENTORY_EVENTS, QUEUE_INVENTORY_FAILED, outcome_keys(KEY_INVENTORY_FAILED)[0]),
-        Binding(INVENTORY_EVENTS, QUEUE_ORDER_STATUS, f"inventory.*.{SUFFIX_STATUS}"),
         Binding(DEAD_LETTERS, DLQ, "#"),
     )
     return Topology(queue_type, exchanges, tuple(queues), bindings)

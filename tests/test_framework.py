@@ -13,11 +13,10 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
-import pika.exceptions
 import pytest
 import requests
 
-from harness.amqp import Publisher, channel, depth, order_copy
+from harness.amqp import Publisher, order_copy
 from harness.brokers import management
 from harness.waiting import wait_until
 from lab_services import events, topology
@@ -94,25 +93,6 @@ def test_after_a_nack_the_old_connection_is_closed_and_its_orders_go_to_the_new_
                         placed().get("consumers")) == (0, 0, 1), 30,
                "order_placed empty, nothing unacked, one consumer", detail=lambda: str(placed()))
     assert lab.get("inventory", "/health")["status"] == "ok"
-
-
-def test_an_outcome_whose_notification_queue_is_missing_comes_back_and_is_sent_again(make_lab):
-    lab = make_lab(impl=SOLUTION, services=["inventory"])  # nobody else declares the queues
-    with channel(lab.amqp_url, confirm=False) as ch:
-        ch.queue_delete(topology.QUEUE_INVENTORY_RESERVED)
-    _publish_orders(lab.amqp_url, 5)  # all reserved
-
-    def depths() -> tuple[int, int] | None:
-        try:
-            return (depth(lab.amqp_url, topology.QUEUE_INVENTORY_RESERVED),
-                    depth(lab.amqp_url, topology.QUEUE_ORDER_STATUS))
-        except pika.exceptions.ChannelClosedByBroker:
-            return None  # inventory_reserved is still missing
-
-    # Old framework: one copy reached order_status only, and inventory_reserved stayed gone.
-    wait_until(lambda: depths() == (5, 5), 60,
-               "every outcome in inventory_reserved and order_status, once each",
-               detail=lambda: f"{depths()}\n{lab.services['inventory'].log_tail()}")
 
 
 FORGOT_RETURN = '''

@@ -2,10 +2,9 @@
 (or correct in a different way), must get the verdict AND the cause they deserve.
 
 CI-sized: each runs only the scenarios that matter for it (`only`), with few orders. The
-variants marked "needs the invariants branch" are caught by outcome checks (stock
-exhaustion, invalid requests probed, broker nacks injected, republished FAILED orders) that
-land with that branch; until then they are strict xfails, so that the day they pass the
-mark must go.
+variants under NEEDING_INVARIANTS are caught by outcome checks (stock exhaustion, invalid
+requests probed, broker nacks injected, republished FAILED orders); the two not caught yet
+at CI size are strict xfails, so that the day they pass the mark must go.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ROOT / "tests" / "impls" / "variants"
-NEEDS_INVARIANTS = pytest.mark.xfail(strict=True, reason="needs the invariants branch")
+# Not caught yet at CI size: what it takes is in the closing note of issue 17.
+NOT_CAUGHT_YET = pytest.mark.xfail(strict=True, reason="not caught at CI size yet")
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Case:
 
 BROKEN = {
     "ack-first": Case("ack_first", ["kill-9"], {
-        "nothing lost": (False, "never notified after kill -9 of inventory")}),
+        "nothing lost": (False, "did you ack before the work was done")}),
     "requeue-poison": Case("requeue_poison", ["malformed"], {
         "malformed messages dead-lettered": (False, "dlq holds 0 of the"),
         "consuming goes on after a malformed message": (True, "")}),
@@ -60,15 +60,17 @@ BROKEN = {
 NEEDING_INVARIANTS = {
     "oversell": Case("oversell", ["stock-exhaustion"], {
         "stock never below zero": (False, "")}),
-    "never-published-inventory-failed": Case("never_failed", ["stock-exhaustion"], {
-        "nothing lost": (False, "")}),
+    "never-published-inventory-failed": pytest.param(
+        Case("never_failed", ["stock-exhaustion"], {"nothing lost": (False, "")}),
+        marks=NOT_CAUGHT_YET),
     "fresh-outcome-for-a-duplicate": Case("fresh_outcome", ["duplicates"], {
         "a FAILED order stays FAILED": (False, "")}),
     "pk-only-duplicates": Case("pk_only", ["duplicates"], {
         "no valid order dead-lettered": (False, "")}),
     "ignored-nacks": Case("ignored_nacks", ["broker-nacks"], {"nothing lost": (False, "")}),
     "no-confirms": Case("no_confirms", ["broker-nacks"], {"nothing lost": (False, "")}),
-    "transient-outcomes": Case("transient", ["reconnect"], {"nothing lost": (False, "")}),
+    "transient-outcomes": pytest.param(
+        Case("transient", ["reconnect"], {"nothing lost": (False, "")}), marks=NOT_CAUGHT_YET),
     "no-http-validation": Case("no_validation", ["baseline"], {
         "invalid requests refused": (False, "validate every field")}),
 }
@@ -107,10 +109,10 @@ def test_a_broken_implementation_fails_for_its_cause(name, broker, tmp_path):
     judge(graded(BROKEN[name], broker, tmp_path), BROKEN[name])
 
 
-@NEEDS_INVARIANTS
-@pytest.mark.parametrize("name", list(NEEDING_INVARIANTS))
-def test_a_broken_implementation_caught_by_outcome_checks(name, broker, tmp_path):
-    judge(graded(NEEDING_INVARIANTS[name], broker, tmp_path), NEEDING_INVARIANTS[name])
+@pytest.mark.parametrize("case", list(NEEDING_INVARIANTS.values()),
+                         ids=list(NEEDING_INVARIANTS))
+def test_a_broken_implementation_caught_by_outcome_checks(case, broker, tmp_path):
+    judge(graded(case, broker, tmp_path), case)
 
 
 @pytest.mark.parametrize("name", list(CORRECT))
@@ -124,7 +126,10 @@ def test_an_inventory_without_http_is_a_gap_and_the_rest_is_judged(broker, tmp_p
     assert [g["what"] for g in card.gaps] == ["HTTP on the inventory service"], card.text()
     rows = {c.name: c for c in card.checks}
     assert rows["nothing lost"].passed is True and rows["services stay up"].passed is True
-    assert rows["stock conserved"].evidence["not_judged"] is True
+    # Without /inventory and /reservations the stock invariants are not judged: left off the
+    # card, or there marked not judged, never passed on nothing.
+    stock = rows.get("stock conserved")
+    assert stock is None or stock.evidence.get("not_judged") is True, card.text()
     assert not card.passed
 
 

@@ -92,10 +92,6 @@ def declare(ch: Any) -> None:
     ch.queue_bind("inventory_reserved", "inventory_events", "inventory.reserved")
     ch.queue_bind("inventory_failed", "inventory_events", "inventory.failed")
     ch.queue_bind("order_status", "inventory_events", "inventory.*")
-    # One key per destination queue (see on_message): each copy reaches exactly one queue.
-    ch.queue_bind("inventory_reserved", "inventory_events", "inventory.reserved.notification")
-    ch.queue_bind("inventory_failed", "inventory_events", "inventory.failed.notification")
-    ch.queue_bind("order_status", "inventory_events", "inventory.*.status")
     ch.queue_bind("dlq", "dead_letters", "#")
 
 
@@ -215,13 +211,9 @@ class Consumer:
                                      correlation_id=str(outcome["order_id"])[:255],
                                      type=outcome["event_type"])
         # Confirmed before the ack: a crash in between redelivers the order, and the
-        # handler must then answer it again without reserving twice. One copy per
-        # destination queue, each mandatory: the broker returns a message only if it
-        # reaches no queue at all, so a single copy for both would not be returned while
-        # the notification queue is missing (deleted), and that notification would be lost.
-        for destination in ("notification", "status"):
-            ch.basic_publish("inventory_events", f"{key}.{destination}",
-                             json.dumps(outcome).encode(), props, mandatory=True)
+        # handler must then answer it again without reserving twice.
+        ch.basic_publish("inventory_events", key, json.dumps(outcome).encode(), props,
+                         mandatory=True)
         ch.basic_ack(method.delivery_tag)
 
     def dead_letter(self, ch: Any, method: Any, props: Any, body: bytes, reason: str) -> None:

@@ -123,6 +123,9 @@ class ChaosObservation:
     poison: dict[str, str] = field(default_factory=dict)
     # Queue -> (redelivered, messages left) from the management API; empty: not judged.
     redeliveries: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Consumers of order_status at the end (None: unknown or no such queue): a consumer there
+    # says the order service takes status updates, even if none ever reached it.
+    status_consumers: int | None = None
 
 
 def check_chaos(obs: ChaosObservation) -> Verdict:
@@ -162,8 +165,8 @@ def check_chaos(obs: ChaosObservation) -> Verdict:
     # then no order it returns ever leaves PENDING, and neither the statuses nor that queue's
     # backlog are findings. One order it did update shows that it consumes.
     looked_up = [v for v in obs.lookups.values() if isinstance(v, dict)]
-    status_consumed = not looked_up or any(v.get("status") not in (None, "PENDING")
-                                           for v in looked_up)
+    status_consumed = (not looked_up or bool(obs.status_consumers)
+                       or any(v.get("status") not in (None, "PENDING") for v in looked_up))
     mismatched = set()
     for o in accepted if status_consumed else ():
         looked = obs.lookups.get(o)

@@ -165,6 +165,14 @@ def _safe_health(run: Run) -> dict[str, dict[str, Any] | None]:
 # ---- the scenario --------------------------------------------------------------------------
 
 
+def _status_consumers(run: Any) -> int | None:
+    """Consumers of order_status now; None when that cannot be read."""
+    try:
+        return amqp.consumers(run.lab.amqp_url, topo.QUEUE_ORDER_STATUS)
+    except Exception:  # an unreachable broker: unknown, not a finding
+        return None
+
+
 def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float = 30.0,
           concurrency: int = 16, kills_per_service: int = 2, retry_for_s: float = 90.0,
           settle_s: float = 60.0, fault_mix: dict[str, Any] | None = None,
@@ -250,7 +258,8 @@ def chaos(broker: Any = None, *, seed: int = 1, orders: int = 300, rate: float =
             ledger=state.ledger, dlq=state.dlq, malformed_tags=malformed, queues_left=left,
             health=_safe_health(run), ledger_snapshots=run.faults.ledger_snapshots,
             facts={"timeline": list(run.timeline.rows), "died": dict(run.died)},
-            poison=poisoned, redeliveries=redelivery_window(run))
+            poison=poisoned, redeliveries=redelivery_window(run),
+            status_consumers=_status_consumers(run))
         verdict = check_chaos(obs)
         injection_errors = faults.errors + injector.errors
         if injection_errors:

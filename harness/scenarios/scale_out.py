@@ -53,10 +53,7 @@ def _published(run: Run, replicas: int) -> list[int | None]:
     counts: list[int | None] = []
     for proc in run.lab.processes["inventory"][:replicas]:
         health = proc.health() if proc.running else None
-        # The lab's inventory publishes each outcome once per destination queue.
-        copies = len(topo.outcome_keys(topo.KEY_INVENTORY_RESERVED))
-        counts.append(int(health.get("bus", {}).get("published", 0)) // copies
-                      if health else None)
+        counts.append(int(health.get("bus", {}).get("published", 0)) if health else None)
     return counts
 
 
