@@ -42,6 +42,7 @@ def once(self) -> None:
     framework.declare(ch)
     ch.confirm_delivery()
     ch.basic_consume("order_placed", self.on_message)
+    self.consuming.set()  # the framework's /health answers 200 only while this is set
     try:
         ch.start_consuming()
     finally:
