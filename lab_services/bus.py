@@ -301,8 +301,9 @@ class Bus:
         # The broker cancels a consumer when its queue is deleted. Declare the topology
         # again and consume anew on the same channel, at once: the deliveries in hand are
         # still handled and acked (an ack for a deleted queue is harmless), and the queue
-        # is back within one round trip. Outcomes published meanwhile are returned
-        # (`mandatory`, one publish per destination queue) and retried by their publisher.
+        # is back within one round trip. A message published meanwhile that no other queue
+        # takes is returned (`mandatory`) and retried by its publisher; an outcome that still
+        # reaches order_status is not, and its notification is lost (issue 18 item 3, open).
         session = self._session
         consumer = self._consumer_tags.pop(getattr(frame.method, "consumer_tag", None), None)
         if session is None or consumer is None:

@@ -417,8 +417,8 @@ def _unbind(queue: str, exchange: str, routing_key: str):
 
 
 def _unbind_queue(queue: str):
-    """A `prepare` hook that removes every binding of one queue (the lab's inventory
-    publishes one copy per destination, with a key of its own: one binding is not enough)."""
+    """A `prepare` hook that removes every binding of one queue (an implementation may
+    route to it with keys of its own: one binding is not enough)."""
     def prepare(run) -> None:
         from harness import amqp
         from lab_services import topology
@@ -487,6 +487,6 @@ def test_an_order_is_decided_twice_only_by_outcomes_of_two_event_ids():
     tap.events = [{"order_id": "A", "event_id": "e1"}, {"order_id": "A", "event_id": "e1"},
                   {"order_id": "B", "event_id": "e2"}, {"order_id": "B", "event_id": "e3"},
                   {"order_id": "C", "event_id": "e4"}, {"order_id": "C", "event_id": "e5"}]
-    # A's copies (one per destination queue, or again after a crash) share their event_id.
+    # A's copies (again after a crash, or one per queue) share their event_id.
     assert tap.decided_twice() == ["B", "C"]
     assert tap.decided_twice({"A", "B"}) == ["B"]

@@ -172,7 +172,8 @@ class OutcomeTap:
 
     def decided_twice(self, among: set[str] | None = None) -> list[str]:
         """Orders with outcome events of more than one event_id (copies of ONE outcome, sent
-        once per destination queue or again after a crash, share their event_id)."""
+        again after a crash or once per queue by an implementation that does, share their
+        event_id)."""
         ids: dict[str, set[str]] = defaultdict(set)
         for e in self.events:
             if among is None or e["order_id"] in among:
