@@ -31,20 +31,18 @@ from lab_services import topology as topo
 from lab_services.messages import (
     PERSISTENT,
     BeforeAck,
+    BrokerUnavailable,
     Consumer,
     Delivery,
     Handler,
     Outgoing,
+    Unpublishable,
+    Unroutable,
     dead_letter,
 )
 from lab_services.redeliveries import DeliveryCounter
 from lab_services.retry import NO_RETRY, RetryPolicy, backoff_s
-from lab_services.session import (
-    BrokerUnavailable,
-    Session,
-    Unpublishable,
-    Unroutable,
-)
+from lab_services.session import Session
 from lab_services.settings import BusSettings
 
 __all__ = ["PERSISTENT", "Bus", "BrokerUnavailable", "Delivery", "Outgoing", "Unpublishable",

@@ -1,4 +1,5 @@
-"""What flows through the bus: outgoing messages, deliveries, and the copies made of them.
+"""What flows through the bus: outgoing messages, deliveries, the copies made of them, and
+the ways a publish can fail.
 
 A dead letter or a retry is a *copy* of a delivery that the service republishes itself,
 with the lab's headers saying why. Foreign headers are sanitised on the way (see
@@ -17,6 +18,19 @@ import pika
 from lab_services import headers as h
 from lab_services import topology as topo
 from lab_services.retry import NO_RETRY, RetryPolicy
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot take a message now (not connected, nacked, or no confirm in time)."""
+
+
+class Unroutable(BrokerUnavailable):
+    """The broker returned the message: no queue is bound to take it."""
+
+
+class Unpublishable(ValueError):
+    """pika could not encode the message (e.g. a property over 255 bytes); nothing was sent."""
+
 
 PERSISTENT = pika.DeliveryMode.Persistent
 

@@ -35,22 +35,11 @@ from pika.spec import Basic
 
 from lab_services import messages as m
 from lab_services.events import InvalidEvent
+from lab_services.messages import BrokerUnavailable, Unpublishable, Unroutable
 from lab_services.redeliveries import DeliveryCounter, MemoryDeliveryCounter, delivery_key
 from lab_services.retry import backoff_s
 
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker cannot take a message now (not connected, nacked, or no confirm in time)."""
-
-
-class Unroutable(BrokerUnavailable):
-    """The broker returned the message: no queue is bound to take it."""
-
-
-class Unpublishable(ValueError):
-    """pika could not encode the message (e.g. a property over 255 bytes); nothing was sent."""
 
 
 @dataclass
