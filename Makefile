@@ -12,8 +12,12 @@ install:  ## install the project with its dev and lab extras
 demo:  ## run every scenario on a real broker and write the report (the lab's main job)
 	$(PYTHON) -m harness run all
 
+# Two workers, whole files each (module fixtures stay together): most tests wait on a broker
+# or a service, not on a core, and each worker starts its own isolated node.
+WORKERS ?= 2
+
 test:  ## the whole test suite (real broker; scenarios, notebooks and containers included)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n $(WORKERS) --dist loadfile
 	$(MAKE) test-docker
 
 # The integration subset that CI also runs on a broker started through testcontainers.
