@@ -28,10 +28,10 @@ def reconnect(broker: Any = None, *, orders: int = 300, rate: float = 40.0,
               out: str | Path = "runs", progress: bool = True,
               impl: Impl | str | Path | None = None, **lab: Any) -> ScenarioResult:
     """Restart the broker mid-stream: services reconnect by themselves, the load client
-    retries refused orders, and nothing accepted is lost. Then, unless `held_orders` is 0,
-    restart it again while `held_orders` orders' outcomes wait in their queues with the
-    notification service stopped (harness.scenarios.held_outcomes): transient outcomes are
-    lost there."""
+    retries refused orders, and nothing accepted is lost. Then, unless `held_orders` is 0
+    (notebook 05 shows the mid-stream restart alone), restart it again while that many
+    orders' outcomes wait in their queues with the notification service stopped
+    (harness.scenarios.held_outcomes): transient outcomes are lost there."""
     cfg = LabConfig(initial_stock=PLENTY, **lab)
     with broker_for(broker) as b:
         if not getattr(b, "can_stop", True):
@@ -98,7 +98,9 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str,
         gap_s=round(float(gap_t.max() - gap_t.min()), 2) if len(gap_t) else 0.0,
         services_restarted=not same_pids, reconnects=reconnects,
         refused_503_then_retried=int((load["attempts"] > 1).sum()),
-        orders_refused_finally=int((~load["accepted"]).sum()))
+        orders_refused_finally=int((~load["accepted"]).sum()),
+        held_orders=len(held.accepted), held_outcomes_waited=len(held.waited),
+        held_skipped=held.skipped)
     result = ScenarioResult("reconnect", summary, verdict, frames)
     result.figures = {
         "throughput": plots.throughput_chart(
