@@ -162,6 +162,7 @@ def read_queue(amqp_url: str, queue: str = topology.DLQ, *, remove: bool = False
                 "routing_key": method.routing_key,
                 "message_id": props.message_id,
                 "correlation_id": props.correlation_id,
+                "delivery_mode": props.delivery_mode,  # 2 persistent; 1 or None transient
                 "headers": {k: _plain(v) for k, v in headers.items()},
             })
     finally:

@@ -20,6 +20,7 @@ import pandas as pd
 import requests
 from tqdm.auto import tqdm
 
+from harness.lab.deadline import DeadlineSession
 from lab_services.store import DEFAULT_CATALOGUE
 
 # Items whose default stock makes an ordinary run succeed; the lab's failures are deliberate.
@@ -100,7 +101,8 @@ def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None,
 
     def session() -> requests.Session:
         if not hasattr(local, "session"):
-            local.session = requests.Session()
+            # timeout_s bounds each request all told: a trickling answer cannot hold a worker.
+            local.session = DeadlineSession()
         return local.session
 
     def place(i: int) -> dict[str, Any]:

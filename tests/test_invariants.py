@@ -188,7 +188,7 @@ MISTAKES = [
     (pk_duplicates, {"valid_in_dlq"}, {"valid_in_dlq": "pk_duplicate"}, {}),
     (ignored_nack, {"lost"}, {"lost": "outcome_not_delivered"}, {}),
     (fresh_outcome_for_duplicate, {"failed_flipped", "outcomes_vs_ledger"},
-     {"failed_flipped": "outcome_without_ledger",
+     {"failed_flipped": "fresh_outcome",
       "outcomes_vs_ledger": "outcome_without_ledger"}, {"must_stay_failed": ["C"]}),
     (partial_failed, {"outcomes_vs_ledger"}, {"outcomes_vs_ledger": "partial_reservation"}, {}),
     (memory_ledger, {"ledger_forgot", "outcomes_vs_ledger"},
@@ -240,6 +240,61 @@ def test_a_lost_order_in_the_dlq_with_a_key_clash_blames_the_primary_key_not_the
     v = judge(s, facts={"timeline": KILL})
     assert cause_of(v, "lost") == "pk_duplicate"
     assert "primary key" in ADVICE["pk_duplicate"]
+
+
+def test_a_lost_order_is_explained_by_what_the_scenario_saw_of_it():
+    """Broker nacks, a never-published InventoryFailed, an outcome held through a broker
+    restart: each cause is named only from what the run recorded about that order."""
+    s = state()
+    ignored_nack(s)  # B reserved in the ledger, never notified
+    refused = {"publishes_refused": {"queue": "inventory_reserved", "orders": ["B"]}}
+    assert cause_of(judge(s, facts=refused), "lost") == "outcome_refused"
+    # Placed before the refusal: its loss is not the refusal's.
+    before = {"publishes_refused": {"queue": "inventory_reserved", "orders": ["A"]}}
+    assert cause_of(judge(s, facts=before), "lost") == "outcome_not_delivered"
+
+    s = state()
+    s["notifications"].pop(2)  # C, FAILED in the ledger, never notified; A and B were
+    v = judge(s, expected={"A": True, "B": True, "C": False})
+    found = explain("lost", v.evidence["lost"], v.facts)
+    assert found.key == "failed_never_published"
+    assert "FAILED in the ledger (e.g. C)" in found.evidence
+    assert "the stock could not cover them" in found.evidence
+
+    s = state()
+    ignored_nack(s)
+    held = {"waited": [{"order_id": "B", "queue": "inventory_reserved", "delivery_mode": 1}],
+            "before": {"inventory_reserved": 1, "inventory_failed": 0},
+            "after": {"inventory_reserved": 0, "inventory_failed": 0}}
+    found = explain("lost", ["B"], judge(s, facts={"held_outcomes": held}).facts)
+    assert found.key == "transient_outcomes" and "delivery_mode 1" in found.evidence
+    persistent = {**held, "waited": [{**held["waited"][0], "delivery_mode": 2}]}
+    assert cause_of(judge(s, facts={"held_outcomes": persistent}), "lost") == \
+        "lost_in_broker_restart"
+    # The queue kept it through the restart: the restart did not lose it.
+    kept = {**held, "after": held["before"]}
+    assert cause_of(judge(s, facts={"held_outcomes": kept}), "lost") == "outcome_not_delivered"
+
+
+def test_lost_orders_mostly_without_a_trace_after_a_kill_blame_the_early_ack():
+    """Ack-first killed mid-stream: A left no trace, B was decided but never published.
+    Both were acked too early; the one decided order does not make it a delivery problem."""
+    s = state()
+    ack_first(s)
+    s["notifications"] = [n for n in s["notifications"] if n["order_id"] != "B"]
+    found = explain("lost", ["A", "B"], judge(s, facts={"timeline": KILL}).facts)
+    assert found.key == "ack_before_work"
+    assert "1 more have an outcome in the ledger (e.g. B)" in found.evidence
+
+
+def test_a_flipped_failed_order_with_ledger_lines_was_reserved_anew_not_answered_fresh():
+    s = state()
+    s["ledger"]["reservations"].append({"order_id": "C", "item_id": "item_3", "quantity": 1})
+    s["ledger"]["outcomes"][2]["reserved"] = True
+    s["inventory"]["item_3"]["stock"] = 8
+    v = judge(s, must_stay_failed=["C"])
+    found = explain("failed_flipped", v.evidence["failed_flipped"], v.facts)
+    assert found.key == "reserved_on_duplicate" and "holds 1 reservation lines" in found.evidence
 
 
 def test_a_lost_order_with_no_evidence_of_any_cause_is_not_told_one():

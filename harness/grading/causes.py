@@ -74,6 +74,27 @@ ADVICE = {
                        "bounded number of attempts",
     "ledger_not_durable": "reservations seen before a kill were gone after it: the ledger "
                           "must be written to durable storage before the input is acked",
+    "outcome_refused": "the broker refused these orders' outcomes (a nack with confirms, a "
+                       "silent drop without them) and the inventory acked the orders anyway: "
+                       "publish with confirms, wait for each one, and on a nack or a return "
+                       "publish again (or requeue the input); ack the input only once its "
+                       "outcome is confirmed",
+    "failed_never_published": "an order the stock cannot cover is decided FAILED but its "
+                              "InventoryFailed never goes out: publish an outcome for every "
+                              "order, FAILED ones too (with their reason), before acking it",
+    "transient_outcomes": "outcomes published as transient messages (delivery_mode 1 or "
+                          "unset) are dropped by a broker restart while they wait for their "
+                          "consumer: publish every event persistent (delivery_mode 2) into "
+                          "durable queues",
+    "lost_in_broker_restart": "outcomes waiting in their queue did not survive a broker "
+                              "restart: declare the queues durable and publish persistent "
+                              "(delivery_mode 2)",
+    "fresh_outcome": "a duplicate was answered with a fresh outcome, not the one already "
+                     "decided: when an order was processed before, publish its stored outcome "
+                     "again and change nothing",
+    "reserved_on_duplicate": "a FAILED order was reserved when its OrderPlaced came again: "
+                             "look the order up (by order_id) before deciding, and answer a "
+                             "duplicate with the outcome already decided",
 }
 
 
@@ -122,6 +143,73 @@ def _in_ledger(facts: dict[str, Any]) -> set[str]:
             | {r["order_id"] for r in ledger.get("outcomes", [])})
 
 
+def _reserved_in_ledger(facts: dict[str, Any]) -> set[str]:
+    ledger = facts.get("ledger") or {}
+    return ({r["order_id"] for r in ledger.get("reservations", [])}
+            | {r["order_id"] for r in ledger.get("outcomes", []) if r.get("reserved") is True})
+
+
+def _lost_in_restart(ids: list[str], facts: dict[str, Any]) -> Cause | None:
+    """Lost orders whose outcome the harness saw waiting in its queue before a broker restart
+    (harness.scenarios.held_outcomes), when the queues held fewer messages after it."""
+    held = facts.get("held_outcomes") or {}
+    wanted = set(ids)
+    waited = [m for m in held.get("waited") or [] if m.get("order_id") in wanted]
+    before, after = held.get("before") or {}, held.get("after") or {}
+    n_before, n_after = sum(before.values()), sum(v or 0 for v in after.values())
+    if not waited or n_after >= n_before:
+        return None
+    gone = [q for q, v in after.items() if v is None]
+    counts = (f"the outcome queues held {n_before} messages before the broker restart and "
+              f"{n_after} after it" + (f" ({', '.join(gone)} gone)" if gone else ""))
+    transient = [m for m in waited if m.get("delivery_mode") != 2]
+    if transient:
+        m = transient[0]
+        return _cause("transient_outcomes", f"{len(transient)} of them had their outcome "
+                                            f"waiting in {m['queue']} as a transient message "
+                                            f"(delivery_mode {m.get('delivery_mode') or 'unset'}"
+                                            f", e.g. {m['order_id']}) when the broker "
+                                            f"restarted: {counts}")
+    return _cause("lost_in_broker_restart", f"{len(waited)} of them had their outcome waiting "
+                                            f"(persistent) in {waited[0]['queue']} when the "
+                                            f"broker restarted: {counts}")
+
+
+def _refused(ids: list[str], facts: dict[str, Any]) -> Cause | None:
+    """Lost orders placed while the broker refused the outcomes' queue, and reserved."""
+    refused = facts.get("publishes_refused") or {}
+    hit = sorted(set(ids) & set(refused.get("orders") or []) & _reserved_in_ledger(facts))
+    if not hit:
+        return None
+    return _cause("outcome_refused", f"{len(hit)} of them were placed while the broker "
+                                     f"refused every publish to {refused.get('queue')} (a "
+                                     f"reject-publish policy) and are reserved in the ledger "
+                                     f"(e.g. {hit[0]}), yet were never notified after the "
+                                     "refusal was lifted")
+
+
+def _failed_unpublished(ids: list[str], facts: dict[str, Any]) -> Cause | None:
+    """Every lost order the ledger decided is FAILED there, and no FAILED order was ever
+    notified while RESERVED ones were: the InventoryFailed never went out."""
+    ledger = facts.get("ledger") or {}
+    outcome = {o["order_id"]: o for o in ledger.get("outcomes", [])}
+    failed = sorted(o for o in ids if outcome.get(o, {}).get("reserved") is False)
+    if not failed or set(ids) & _reserved_in_ledger(facts):
+        return None
+    notes = facts.get("notifications") or []
+    reserved = sum(1 for n in notes if n.get("status") == "RESERVED")
+    if not reserved or any(n.get("status") == "FAILED" for n in notes):
+        return None
+    reason = outcome[failed[0]].get("reason")
+    expected = facts.get("expected") or {}
+    short = ("; the stock could not cover them" if all(expected.get(o) is False for o in failed)
+             and expected else "")
+    return _cause("failed_never_published",
+                  f"{len(failed)} of them are FAILED in the ledger (e.g. {failed[0]}"
+                  f"{': ' + str(reason)[:80] if reason else ''}){short}; no FAILED order was "
+                  f"ever notified, while {reserved} RESERVED orders were")
+
+
 def _explain_lost(ids: list[str], facts: dict[str, Any]) -> Cause | None:
     reasons = _dlq_reasons(facts, ids)
     if reasons:
@@ -142,14 +230,24 @@ def _explain_lost(ids: list[str], facts: dict[str, Any]) -> Cause | None:
     if stalled:
         return _cause("consumer_stalled", f"still waiting at the end: {stalled}, while the "
                                           "consumer's /health said ok")
+    for finder in (_lost_in_restart, _refused, _failed_unpublished):
+        found = finder(ids, facts)
+        if found is not None:
+            return found
     decided = sorted(set(ids) & _in_ledger(facts))
-    if decided:
+    untraced = [o for o in ids if o not in set(decided)]
+    kills = _kills(facts)
+    if decided and not (untraced and kills):
         return _cause("outcome_not_delivered", f"{len(decided)} of them have an outcome in "
                                                f"the ledger (e.g. {decided[0]}) but no "
                                                "notification")
-    kills = _kills(facts)
     if kills:
-        return _cause("ack_before_work", f"no ledger row and no DLQ copy for any of them, "
+        # Most left no trace at all after a kill: acked before the work was done (the few
+        # decided ones were acked too, and killed before their outcome went out).
+        also = (f"; {len(decided)} more have an outcome in the ledger (e.g. {decided[0]}) "
+                "but were never notified" if decided else "")
+        which = "any of them" if not decided else f"{len(untraced)} of them"
+        return _cause("ack_before_work", f"no ledger row and no DLQ copy for {which}{also}, "
                                          f"after {', '.join(kills[:3])}")
     if facts.get("ledger") is not None:
         return _cause("never_processed", "no ledger row and no DLQ copy for any of them, and "
@@ -186,7 +284,9 @@ def explain(key: str, ids: list[str], facts: dict[str, Any]) -> Cause | None:
         negative = [i for i, v in (facts.get("inventory") or {}).items()
                     if v.get("stock", 0) < 0]
         if key == "stock_negative" or negative:
-            return _cause("no_stock_check", f"stock below zero for {negative or ids}")
+            stock = facts.get("inventory") or {}
+            below = ", ".join(f"{i} at {stock[i].get('stock')}" for i in negative) or str(ids)
+            return _cause("no_stock_check", f"stock below zero: {below}")
         return _cause("wrong_failure", f"order {ids[0]} FAILED although the stock of its "
                                        "lines was there (or it was reserved when it was not)")
     if key == "outcomes_vs_ledger":
@@ -204,9 +304,30 @@ def explain(key: str, ids: list[str], facts: dict[str, Any]) -> Cause | None:
         return _cause("ledger_not_durable", f"{len(ids)} orders in a ledger snapshot before "
                                             f"{', '.join(kills[:2]) or 'a kill'}, not after")
     if key == "failed_flipped":
-        return _cause("outcome_without_ledger", f"order {ids[0]} was FAILED, then RESERVED "
-                                                "after its OrderPlaced was republished")
+        return _explain_flipped(ids, facts)
     return None
+
+
+def _explain_flipped(ids: list[str], facts: dict[str, Any]) -> Cause:
+    """A FAILED order changed outcome on a republish: a fresh outcome with nothing reserved,
+    or reserved anew (ledger lines)."""
+    ledger = facts.get("ledger") or {}
+    lines: dict[str, int] = {}
+    for r in ledger.get("reservations", []):
+        lines[r["order_id"]] = lines.get(r["order_id"], 0) + 1
+    status = {o["order_id"]: o.get("status") for o in facts.get("orders") or []}
+    reserved = {o["order_id"] for o in ledger.get("outcomes", []) if o.get("reserved") is True}
+    fresh = [o for o in ids if not lines.get(o)]
+    oid = (fresh or ids)[0]
+    said = ([f"GET /order says {status[oid]}"] if status.get(oid) not in (None, "FAILED")
+            else []) + (["the ledger's outcome says reserved"] if oid in reserved else [])
+    head = (f"order {oid} was FAILED before its OrderPlaced was republished; after it "
+            f"{' and '.join(said) or 'it is reserved'}")
+    if fresh:
+        return _cause("fresh_outcome", f"{head}, with 0 reservation lines in the ledger "
+                                       f"({len(fresh)} such orders)")
+    return _cause("reserved_on_duplicate", f"{head}, and the ledger holds {lines[oid]} "
+                                           "reservation lines for it")
 
 
 def root_causes(checks: list[Check]) -> list[tuple[str, str, list[Check]]]:

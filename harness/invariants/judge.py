@@ -91,6 +91,6 @@ def check_run(
         problems.append(f"{len(expected_dead) - len(dead_found)} poison orders missing "
                         "from the DLQ")
     all_facts = {"dlq": dlq, "ledger": ledger, "notifications": notifications,
-                 "inventory": inventory,
+                 "inventory": inventory, "orders": orders or [], "expected": expected or {},
                  **(facts or {})}
     return Verdict(not problems, counts, problems, judged, all_facts)

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from harness.lab.deadline import session as http_session
 from harness.waiting import WaitTimeout, wait_until
 
 # A service that has not even opened its port after this long is not coming up: saying so
@@ -124,7 +125,7 @@ class ServiceProcess:
         if not self.http:
             return {"status": "running", "http": False} if self.running else None
         try:
-            r = requests.get(self.url + self.health_path, timeout=2)
+            r = http_session().get(self.url + self.health_path, timeout=2)  # 2 s all told
         except requests.RequestException:
             return None
         if r.status_code != 200:

@@ -12,6 +12,7 @@ import requests
 
 from harness import amqp
 from harness.invariants import Check, invariant_checks
+from harness.lab.deadline import DeadlineSession
 from harness.lab.impl import Impl
 from harness.load import LoadSpec
 from harness.reporting import plots
@@ -104,7 +105,7 @@ def _untap(run: Run, name: str) -> list[str]:
 def _probe(order_url: str) -> list[tuple[str, int, int | None]]:
     """POST every invalid request once: (what, expected status, status got or None)."""
     out = []
-    with requests.Session() as http:
+    with DeadlineSession() as http:
         for what, body, ctype, want in PROBES:
             try:
                 got: int | None = http.post(order_url + "/order", data=body, timeout=15,

@@ -60,7 +60,10 @@ def broker_nacks(broker: Any = None, *, orders: int = 20, refuse_s: float = 1.5,
         accepted = accepted_ids(load)
         run.wait_notified(accepted, timeout=30 + orders / 5)
         state = run.collect()
-        verdict = judge(run, state, accepted)
+        # Every order was placed while the policy held: a lost one the inventory reserved
+        # had its outcome refused (the cause reads this, with the ledger).
+        verdict = judge(run, state, accepted, more_facts={"publishes_refused": {
+            "queue": topo.QUEUE_INVENTORY_RESERVED, "orders": accepted}})
         frames = run.frames(load, state)
         summary = RunSummary(**run.base_summary(load, state, verdict, frames["latency"]))
         result = ScenarioResult(NAME, summary, verdict, frames)

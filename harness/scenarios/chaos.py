@@ -45,6 +45,7 @@ from harness.chaos.schedule import (
 )
 from harness.invariants import Check, Verdict, dlq_order_id, invariant_checks
 from harness.lab import LabConfig
+from harness.lab.deadline import DeadlineSession
 from harness.lab.impl import Impl, resolve
 from harness.load import LoadSpec, place_orders
 from harness.observe import LAB_QUEUES
@@ -131,7 +132,7 @@ def _settle(run: Run, accepted: list[str], bound_s: float) -> dict[str, int]:
 def _lookups(url: str, order_ids: list[str]) -> dict[str, int | dict[str, Any]]:
     """GET /order/<id> for each order: the body when 200, else the status (None: no answer)."""
     found: dict[str, int | dict[str, Any]] = {}
-    with requests.Session() as http:
+    with DeadlineSession() as http:
         for oid in order_ids:
             try:
                 r = http.get(f"{url}/order/{oid}", timeout=10)

@@ -60,13 +60,15 @@ def queues_left(run: Run) -> dict[str, int]:
     return left
 
 
-def judge(run: Run, state: RunState, accepted: list[str], **expect: Any) -> Verdict:
+def judge(run: Run, state: RunState, accepted: list[str], *,
+          more_facts: dict[str, Any] | None = None, **expect: Any) -> Verdict:
     """The one checker on a scenario's end state, with everything it can use: the orders
-    (outcomes line by line), the ledger snapshots taken before each kill, the facts."""
+    (outcomes line by line), the ledger snapshots taken before each kill, the facts (and
+    what only the scenario saw, `more_facts`, for the causes to read)."""
     return check_run(accepted=accepted, inventory=state.inventory, ledger=state.ledger,
                      notifications=state.notifications, dlq=state.dlq, orders=state.orders,
                      ledger_snapshots=run.faults.ledger_snapshots or None,
-                     facts=facts(run, state), **expect)
+                     facts={**facts(run, state), **(more_facts or {})}, **expect)
 
 
 def accepted_ids(load: Any) -> list[str]:

@@ -22,7 +22,7 @@ from harness.lab.impl import Impl
 # quick: every scenario small enough for a first `run all` (and CI); full: class size.
 SIZES = ("quick", "full")
 # Modules of the package that hold shared code, not scenarios.
-NOT_SCENARIOS = frozenset({"registry", "common", "summary"})
+NOT_SCENARIOS = frozenset({"registry", "common", "summary", "held_outcomes"})
 
 
 class WhiteBoxOnly(ValueError):

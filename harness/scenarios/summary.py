@@ -103,6 +103,11 @@ class ReconnectSummary(RunSummary):
     reconnects: dict[str, Any] = field(default_factory=dict)
     refused_503_then_retried: int = 0
     orders_refused_finally: int = 0
+    # The second restart, while outcomes waited (harness.scenarios.held_outcomes): its
+    # accepted orders (counted in orders_placed too), the outcomes that waited, or why not.
+    held_orders: int = 0
+    held_outcomes_waited: int = 0
+    held_skipped: str | None = None
 
 
 @dataclass
