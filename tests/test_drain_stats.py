@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from harness.scenarios import drain_stats
+from harness.scenarios.backlog_drain import backlog_decisions, first_decisions
 
 RELEASE = pd.Timestamp("2026-01-01T12:00:00", tz="UTC")
 
@@ -26,6 +27,21 @@ BURST = [_note(f"o{i}", 4 + i / 9) for i in range(10)]
 def test_from_the_first_outcome_the_rate_leaves_out_the_work_before_it():
     stats = drain_stats(BURST, {n["order_id"] for n in BURST}, RELEASE)
     assert stats == {"drain_rate_msg_s": 9.0, "time_to_empty_s": 5.0}
+
+
+def test_the_first_decisions_and_the_rest_at_the_rate_add_up_to_the_time_to_empty():
+    ids = {n["order_id"] for n in BURST}
+    stats = drain_stats(BURST, ids, RELEASE)
+    first = first_decisions(backlog_decisions(BURST, ids), RELEASE)
+    assert first == {"first_decision_s": 4.0, "decisions": 10}  # the burst's work comes first
+    assert first["first_decision_s"] + (first["decisions"] - 1) / stats["drain_rate_msg_s"] \
+        == pytest.approx(stats["time_to_empty_s"])
+
+
+def test_without_outcome_timestamps_there_is_no_first_decision():
+    bare = [{**n, "outcome_timestamp": None} for n in BURST]
+    assert first_decisions(backlog_decisions(bare, {n["order_id"] for n in BURST}),
+                           RELEASE) == {"first_decision_s": None, "decisions": 0}
 
 
 def test_from_the_release_the_rate_is_the_backlog_over_the_time_to_empty():

@@ -19,6 +19,7 @@ from harness.reporting.model import (
     service_rate_from_decisions,
     service_rate_from_depth,
     simulate,
+    startup_from_depth,
     steady_arrivals,
     time_average,
     utilisation,
@@ -173,6 +174,14 @@ def test_service_rates_from_completions_and_from_depth():
     f = pd.DataFrame({"t": np.arange(0, 10, 0.25)})
     f["depth"] = np.clip(300 - 60 * (f["t"] - 2), 0, 300)
     assert service_rate_from_depth(f, start=1.0) == pytest.approx(60, rel=0.01)
+
+
+def test_startup_from_depth_is_the_first_fall_between_two_samples():
+    f = pd.DataFrame({"t": np.arange(0, 10, 0.25)})
+    f["depth"] = np.where(f["t"] < 2.1, 300, 250)  # a window taken between 2.0 and 2.25
+    assert startup_from_depth(f, start=1.0) == pytest.approx(1.125)
+    with pytest.raises(ValueError):
+        startup_from_depth(f.assign(depth=300), start=1.0)  # it never falls
 
 
 def fake_backlog_drain(mu: float = 80.0, startup: float = 0.6) -> SimpleNamespace:

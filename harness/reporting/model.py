@@ -265,6 +265,20 @@ def service_rate_from_depth(depth: pd.DataFrame, *, start: float,
     return float(-slope)
 
 
+def startup_from_depth(depth: pd.DataFrame, *, start: float, column: str = "depth") -> float:
+    """Seconds from `start` until the depth first fell below its peak: the consumer's first
+    delivery (taken halfway between the last sample at the peak and the first below it)."""
+    f = depth[depth["t"] >= start].dropna(subset=[column]).sort_values("t")
+    if f.empty:
+        raise ValueError("no samples after start")
+    peak = f[column].max()
+    below = np.flatnonzero(f[column].to_numpy(float) < peak)
+    if not len(below) or below[0] == 0:
+        raise ValueError("the depth does not fall from a peak after start")
+    t = f["t"].to_numpy(float)
+    return float((t[below[0] - 1] + t[below[0]]) / 2 - start)
+
+
 @dataclass(frozen=True)
 class DrainMeasurement:
     """What a backlog-drain run measured, in the model's terms."""

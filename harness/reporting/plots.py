@@ -174,18 +174,23 @@ def double_reservations_chart(table: pd.DataFrame) -> Figure:
 
 
 def drain_chart(samples: pd.DataFrame, queue: str, start: float, end: float | None,
-                rate: float | None, timeline: pd.DataFrame | None = None) -> Figure:
-    """The backlog draining after the consumer returns, with the fitted drain rate."""
+                rate: float | None, timeline: pd.DataFrame | None = None, *,
+                first_s: float | None = None, decisions: int = 0) -> Figure:
+    """The backlog draining after the consumer returns: the time to empty, split into the
+    wait for the first decisions and the rest at the first-to-last decision `rate`."""
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
     g = samples[samples["queue"] == queue].sort_values("t")
     ax.plot(g["t"], g["ready"].astype(float), label=f"{queue}: messages ready")
-    if rate and end is not None:
-        # Two separate facts, not a product: the span includes the start-up and the first
-        # prefetch window, the rate is the slope once the drain is under way.
+    if end is not None:
         ax.axvspan(start, end, color="tab:green", alpha=0.1,
-                   label=f"restart to empty: {end - start:.1f} s (start-up included)")
-        ax.plot([], [], " ", label=f"depth fell at {rate:.0f} msg/s once under way")
+                   label=f"restart to empty: {end - start:.2f} s")
+    if end is not None and rate and first_s is not None and decisions > 1:
+        # A sum that adds up (first + rest = span), where a rate times the span would
+        # not: the rate is counted from the first decision, the span from the restart.
+        ax.plot([], [], " ", label=f"= first decisions after {first_s:.2f} s")
+        ax.plot([], [], " ", label=f"+ {decisions - 1} more at {rate:.1f}/s "
+                                   f"({(decisions - 1) / rate:.2f} s)")
     ax.set_xlabel("time since run start (s)")
     ax.set_ylabel("messages waiting")
     ax.set_title("Backlog drain: depth falls at the consumer's spare capacity")

@@ -22,6 +22,39 @@ from lab_services import events
 from lab_services import topology as topo
 
 
+def backlog_decisions(notifications: list[dict[str, Any]],
+                      backlog_ids: set[str]) -> list[pd.Timestamp] | None:
+    """When the consumer decided each backlog order (its outcome timestamps), in order.
+
+    None when there is nothing to read: no notification with per-hop timestamps, or an
+    implementation that does not report when it decided.
+    """
+    if latency_frame(notifications).empty:
+        return None
+    stamps = [n.get("outcome_timestamp") for n in notifications if n["order_id"] in backlog_ids]
+    if not all(stamps):  # an implementation that does not report when it decided
+        return None
+    try:  # each on its own: another implementation may drop zero microseconds, say
+        return sorted(pd.Timestamp(events.parse_timestamp(t)) for t in stamps)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def first_decisions(decided: list[pd.Timestamp] | None,
+                    restart_at_wall: pd.Timestamp | None) -> dict[str, Any]:
+    """Seconds from the restart to the first decision, and how many decisions there were.
+
+    With `drain_stats`' first-to-last rate they add up: time to empty = first_decision_s +
+    (decisions - 1) / drain_rate_msg_s. A consumer that decides a burst at a time (the
+    lab's inventory) stamps the burst's decisions together, so the first ones come after
+    its start-up *and* the first burst's work.
+    """
+    if not decided or restart_at_wall is None:
+        return {"first_decision_s": None, "decisions": len(decided or [])}
+    return {"first_decision_s": round((decided[0] - restart_at_wall).total_seconds(), 2),
+            "decisions": len(decided)}
+
+
 def drain_stats(notifications: list[dict[str, Any]], backlog_ids: set[str],
                 restart_at_wall: pd.Timestamp | None, *,
                 rate_from: str = "first") -> dict[str, Any]:
@@ -36,19 +69,10 @@ def drain_stats(notifications: list[dict[str, Any]], backlog_ids: set[str],
     if rate_from not in ("first", "release"):
         raise ValueError(f"rate_from must be 'first' or 'release', not {rate_from!r}")
     none = {"drain_rate_msg_s": None, "time_to_empty_s": None}
-    lat = latency_frame(notifications)
-    if lat.empty:
+    decided = backlog_decisions(notifications, backlog_ids)
+    if decided is None or len(decided) < 2:
         return none
     backlog = [n for n in notifications if n["order_id"] in backlog_ids]
-    stamps = [n.get("outcome_timestamp") for n in backlog]
-    if not all(stamps):  # an implementation that does not report when it decided
-        return none
-    try:  # each on its own: another implementation may drop zero microseconds, say
-        decided = sorted(pd.Timestamp(events.parse_timestamp(t)) for t in stamps)
-    except (TypeError, ValueError, AttributeError):
-        return none
-    if len(decided) < 2:
-        return none
     to_empty = (decided[-1] - restart_at_wall).total_seconds() if restart_at_wall else None
     if rate_from == "release":
         finished = {n["order_id"] for n in backlog}  # (a redelivery notifies twice)
@@ -93,10 +117,12 @@ def backlog_drain(broker: Any = None, *, orders: int = 500, rate: float = 250.0,
         verdict = judge(run, state, accepted_ids(load))
         frames = run.frames(load, state)
         drained = drain_stats(state.notifications, set(accepted), restart_wall)
+        first = first_decisions(backlog_decisions(state.notifications, set(accepted)),
+                                restart_wall)
         lat = frames["latency"]
         summary = DrainSummary(
             **run.base_summary(load, state, verdict, lat), backlog_peak=int(backlog),
-            arrival_rate_msg_s=rate, work_ms=work_ms, prefetch=prefetch, **drained,
+            arrival_rate_msg_s=rate, work_ms=work_ms, prefetch=prefetch, **drained, **first,
             latency_backlog_ms=percentiles(lat["end_to_end_ms"]) if not lat.empty else {})
         result = ScenarioResult("backlog-drain", summary, verdict, frames)
         end = restart_t + drained["time_to_empty_s"] if drained["time_to_empty_s"] else None
@@ -105,8 +131,9 @@ def backlog_drain(broker: Any = None, *, orders: int = 500, rate: float = 250.0,
                 frames["queue_depth"], run.timeline.frame(), queues=(topo.QUEUE_ORDER_PLACED,),
                 title="The backlog builds while inventory is down, and drains when it returns"),
             "drain": plots.drain_chart(frames["queue_depth"], topo.QUEUE_ORDER_PLACED, restart_t,
-                                       end,
-                                       drained["drain_rate_msg_s"], run.timeline.frame()),
+                                       end, drained["drain_rate_msg_s"], run.timeline.frame(),
+                                       first_s=first["first_decision_s"],
+                                       decisions=first["decisions"]),
             "latency_cdf": plots.latency_cdf(
                 lat, title="Backlog orders wait in the queue: latency is mostly queueing"),
         }

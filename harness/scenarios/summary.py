@@ -67,6 +67,8 @@ class DrainSummary(RunSummary):
     prefetch: int = 0
     drain_rate_msg_s: float | None = None
     time_to_empty_s: float | None = None
+    first_decision_s: float | None = None  # restart -> first decision (see first_decisions)
+    decisions: int = 0  # backlog decisions counted in drain_rate_msg_s
     latency_backlog_ms: dict[str, float] = field(default_factory=dict)
 
 
