@@ -11,11 +11,19 @@ pika is the lab's AMQP client, and two of its behaviours cost the services too m
    frames and an ack one more. Draining a backlog, those system calls took 40 % of the
    consumer's time. `CoalescingConnection` keeps a loop turn's frames and writes them once.
 
-Both touch private names of pika 1.x (`pika.data.decode_value`,
-`BaseConnection._output_marshaled_frames`, `_adapter_emit_data`). They were written
-against pika 1.3 and 1.4 (pyproject pins `pika>=1.3,<2`). Under another major version, or
-if the names are gone, nothing is patched: pika then decodes strictly and writes frame by
-frame, which is slower and less tolerant, but correct; a warning says so once.
+3. A no-wait declaration (`queue.declare`, `queue.bind` without a reply) goes through
+   pika's RPC path, which holds it back while an earlier synchronous call on the channel
+   waits for its reply, whereas a publish is written at once: a declaration meant to come
+   before a publish could reach the broker after it. `check_queue` and `declare_queue` write
+   theirs at once, in order with the publishes (`Channel._send_method`).
+
+All three touch private names of pika 1.x (`pika.data.decode_value`,
+`BaseConnection._output_marshaled_frames`, `_adapter_emit_data`, `Channel._send_method`).
+They were written against pika 1.3 and 1.4 (pyproject pins `pika>=1.3,<2`). Under another
+major version, or if the names are gone, nothing is patched: pika then decodes strictly,
+writes frame by frame and sends no-wait declarations through its public calls (in order,
+except while a synchronous call on the channel waits for its reply), which is slower and
+less tolerant, but otherwise correct; a warning says so once.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import threading
 from typing import Any
 
 import pika
+import pika.channel
 import pika.data
+from pika import spec
 
 from lab_services.headers import MAX_DECODE_DEPTH
 
@@ -46,7 +56,8 @@ def _version() -> tuple[int, ...]:
 def _internals_present() -> bool:
     return (hasattr(pika.data, "decode_value")
             and hasattr(pika.SelectConnection, "_output_marshaled_frames")
-            and hasattr(pika.SelectConnection, "_adapter_emit_data"))
+            and hasattr(pika.SelectConnection, "_adapter_emit_data")
+            and hasattr(pika.channel.Channel, "_send_method"))
 
 
 PATCHABLE = _version()[:1] == (TESTED_MAJOR,) and _internals_present()
@@ -117,3 +128,38 @@ class CoalescingConnection(pika.SelectConnection):
             pending, self._lab_pending_frames = self._lab_pending_frames, []
             if pending and self._transport is not None:
                 self._adapter_emit_data(b"".join(pending))
+
+
+# ---- 3. no-wait declarations in order with publishes ----------------------------------------
+
+
+def _send_now(channel: Any, method: Any) -> bool:
+    """Write a method frame at once on a pika Channel; False where that is not possible."""
+    if PATCHABLE and isinstance(channel, pika.channel.Channel):
+        channel._send_method(method)
+        return True
+    return False
+
+
+def check_queue(channel: Any, queue: str) -> None:
+    """Ask, without waiting, that a queue exist: if it does not, the broker closes the
+    channel (404 NOT_FOUND) before it handles anything sent after this."""
+    if not _send_now(channel, spec.Queue.Declare(queue=queue, passive=True, nowait=True)):
+        channel.queue_declare(queue, passive=True)  # no callback: no-wait
+
+
+def declare_queue(channel: Any, queue: str, *, durable: bool, arguments: dict[str, Any],
+                  bindings: list[tuple[str, str]]) -> None:
+    """Declare a queue and bind it (exchange, routing key), without waiting, in one go: the
+    queue never stands unbound between a reply and the next request."""
+    frames = [spec.Queue.Declare(queue=queue, durable=durable, nowait=True,
+                                 arguments=dict(arguments))]
+    frames += [spec.Queue.Bind(queue=queue, exchange=exchange, routing_key=key, nowait=True)
+               for exchange, key in bindings]
+    for method in frames:
+        if _send_now(channel, method):
+            continue
+        if isinstance(method, spec.Queue.Declare):
+            channel.queue_declare(queue, durable=durable, arguments=dict(arguments))
+        else:
+            channel.queue_bind(queue, method.exchange, routing_key=method.routing_key)
