@@ -293,7 +293,7 @@ class Bus:
             self.problem = (f"the broker refused to declare {declaring}: "
                             f"{getattr(reason, 'reply_text', reason)}")[:1000]
             log.error("%s: %s; retrying", self.name, self.problem)
-        elif not declaring and code == 404 and "no queue" in text:
+        elif code == 404 and "no queue" in text:
             # A queue a message was meant for is missing (session.py checks each one just
             # before the publish): nothing was routed past it. The next connection declares
             # it again before it consumes, and the inputs in flight come back.

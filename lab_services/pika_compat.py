@@ -1,6 +1,6 @@
 """Every place the lab reaches into pika's internals, in one module, checked against pika's version.
 
-pika is the lab's AMQP client, and two of its behaviours cost the services too much:
+pika is the lab's AMQP client, and three of its behaviours cost the services too much:
 
 1. Frame decoding raises on header values other clients may legally send (a timestamp past
    year 9999, tables nested about 900 deep). It raises inside the connection's frame
@@ -10,7 +10,6 @@ pika is the lab's AMQP client, and two of its behaviours cost the services too m
 2. A SelectConnection writes every frame with its own `send` call: a publish is three
    frames and an ack one more. Draining a backlog, those system calls took 40 % of the
    consumer's time. `CoalescingConnection` keeps a loop turn's frames and writes them once.
-
 3. A no-wait declaration (`queue.declare`, `queue.bind` without a reply) goes through
    pika's RPC path, which holds it back while an earlier synchronous call on the channel
    waits for its reply, whereas a publish is written at once: a declaration meant to come
@@ -56,8 +55,7 @@ def _version() -> tuple[int, ...]:
 def _internals_present() -> bool:
     return (hasattr(pika.data, "decode_value")
             and hasattr(pika.SelectConnection, "_output_marshaled_frames")
-            and hasattr(pika.SelectConnection, "_adapter_emit_data")
-            and hasattr(pika.channel.Channel, "_send_method"))
+            and hasattr(pika.SelectConnection, "_adapter_emit_data"))
 
 
 PATCHABLE = _version()[:1] == (TESTED_MAJOR,) and _internals_present()
@@ -133,25 +131,29 @@ class CoalescingConnection(pika.SelectConnection):
 # ---- 3. no-wait declarations in order with publishes ----------------------------------------
 
 
+SENDS_IN_ORDER = PATCHABLE and hasattr(pika.channel.Channel, "_send_method")
+
+
 def _send_now(channel: Any, method: Any) -> bool:
     """Write a method frame at once on a pika Channel; False where that is not possible."""
-    if PATCHABLE and isinstance(channel, pika.channel.Channel):
+    if SENDS_IN_ORDER and isinstance(channel, pika.channel.Channel):
         channel._send_method(method)
         return True
     return False
 
 
 def check_queue(channel: Any, queue: str) -> None:
-    """Ask, without waiting, that a queue exist: if it does not, the broker closes the
-    channel (404 NOT_FOUND) before it handles anything sent after this."""
+    """Ask, without waiting, that a queue exist (else the broker closes the channel)."""
+    # A passive no-wait declare: a missing queue closes the channel (404 NOT_FOUND) before
+    # the broker handles anything sent after it, such as the publish it guards.
     if not _send_now(channel, spec.Queue.Declare(queue=queue, passive=True, nowait=True)):
         channel.queue_declare(queue, passive=True)  # no callback: no-wait
 
 
 def declare_queue(channel: Any, queue: str, *, durable: bool, arguments: dict[str, Any],
                   bindings: list[tuple[str, str]]) -> None:
-    """Declare a queue and bind it (exchange, routing key), without waiting, in one go: the
-    queue never stands unbound between a reply and the next request."""
+    """Declare a queue and its bindings (exchange, routing key) in one write, no-wait."""
+    # In one write, not request by request: the queue never stands unbound for a round trip.
     frames = [spec.Queue.Declare(queue=queue, durable=durable, nowait=True,
                                  arguments=dict(arguments))]
     frames += [spec.Queue.Bind(queue=queue, exchange=exchange, routing_key=key, nowait=True)

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import pika.exceptions
 import pytest
+import requests
 
 from harness.amqp import channel
 from harness.lab import Lab
@@ -155,6 +156,9 @@ def _outcomes_into_the_gap(lab: Lab, queue: str, consumer: str, accepted: list[s
                                       f"meant for it: {_meant_for(lab, queue, gap)}\n"
                                       + lab.services["inventory"].log_tail())
             assert _held_back(lab) > held_back_before  # the check caught it
+    if lab.impl.services["inventory"].lab:  # the lab's inventory also counts it in /health
+        health = requests.get(lab.url("inventory") + "/health", timeout=10).json()
+        assert health["bus"]["missing_destination"] >= 1, health
 
 
 def _orders_into_the_gap(lab: Lab, accepted: list[str]) -> None:
