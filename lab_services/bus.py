@@ -284,12 +284,21 @@ class Bus:
         # A channel closed by the broker (e.g. a queue declared with other arguments)
         # leaves nothing useful on this connection: start over.
         declaring, self._declaring = self._declaring, None
-        if declaring and getattr(reason, "reply_code", None) == 406:  # PRECONDITION_FAILED
+        code, text = getattr(reason, "reply_code", None), str(getattr(reason, "reply_text", ""))
+        if declaring and code == 406:  # PRECONDITION_FAILED
             # Another client declared it differently: nothing here can fix that, so say
             # exactly what conflicts, and keep retrying (bounded) until an operator does.
             self.problem = (f"the broker refused to declare {declaring}: "
                             f"{getattr(reason, 'reply_text', reason)}")[:1000]
             log.error("%s: %s; retrying", self.name, self.problem)
+        elif code == 404 and "no queue" in text:
+            # A queue a message was meant for is missing (session.py checks each one just
+            # before the publish): nothing was routed past it. The next connection declares
+            # it again before it consumes, and the inputs in flight come back.
+            self.totals["missing_destination"] = self.totals.get("missing_destination", 0) + 1
+            log.warning("%s: a queue a message was meant for is missing (%s): nothing was "
+                        "routed; reconnecting declares it again and takes the inputs in "
+                        "flight again", self.name, text[:300])
         else:
             log.warning("%s: channel closed: %s", self.name, reason)
         self._ready.clear()
@@ -299,9 +308,10 @@ class Bus:
         # The broker cancels a consumer when its queue is deleted. Declare the topology
         # again and consume anew on the same channel, at once: the deliveries in hand are
         # still handled and acked (an ack for a deleted queue is harmless), and the queue
-        # is back within one round trip. A message published meanwhile that no other queue
-        # takes is returned (`mandatory`) and retried by its publisher; an outcome that still
-        # reaches order_status is not, and its notification is lost (issue 18 item 3, open).
+        # is back within one round trip. A message published meanwhile is not lost: one
+        # that no queue takes is returned (`mandatory`), and one meant for several queues
+        # is stopped by its publisher's check that each exists (session.py); both are
+        # published again.
         session = self._session
         consumer = self._consumer_tags.pop(getattr(frame.method, "consumer_tag", None), None)
         if session is None or consumer is None:
@@ -311,6 +321,14 @@ class Bus:
         log.warning("%s: the broker cancelled the consumer of %r (queue deleted?); declaring "
                     "it again", self.name, consumer.queue)
         self.redeclared += 1
+        # The queue and its bindings first, in one write: a queue that exists unbound, even
+        # for one round trip, passes a publisher's check and then takes nothing.
+        queue = next((q for q in self.topology.queues if q.name == consumer.queue), None)
+        if queue is not None:
+            pika_compat.declare_queue(
+                session.channel, queue.name, durable=queue.durable, arguments=queue.arguments,
+                bindings=[(b.exchange, b.routing_key)
+                          for b in self.topology.bindings_of(queue.name)])
         self._chain(self._declare_steps(session.channel),
                     lambda: self._consume(session, consumer))
 
@@ -333,10 +351,13 @@ class Bus:
             steps.append((f"queue {q.name!r} with arguments {json.dumps(q.arguments)}",
                           lambda cb, q=q: ch.queue_declare(
                 queue=q.name, durable=q.durable, arguments=dict(q.arguments), callback=cb)))
-        for b in self.topology.bindings:
-            steps.append((f"binding {b.exchange!r} -> {b.queue!r} ({b.routing_key})",
-                          lambda cb, b=b: ch.queue_bind(
-                queue=b.queue, exchange=b.exchange, routing_key=b.routing_key, callback=cb)))
+            # Each queue's bindings right after it: a queue declared again (it was deleted)
+            # stands unbound for as short a time as the declarations allow.
+            for b in self.topology.bindings_of(q.name):
+                steps.append((f"binding {b.exchange!r} -> {b.queue!r} ({b.routing_key})",
+                              lambda cb, b=b: ch.queue_bind(
+                    queue=b.queue, exchange=b.exchange, routing_key=b.routing_key,
+                    callback=cb)))
         steps.append(("prefetch", lambda cb: ch.basic_qos(prefetch_count=self.settings.prefetch,
                                                           callback=cb)))
         return steps

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 def outcome_message(outcome: Outcome) -> Outgoing:
     """The AMQP message that carries an inventory outcome event (its body as stored)."""
+    # It is meant for two queues (the notification queue and order_status), and `mandatory`
+    # says nothing while only one of them is missing (deleted, say): the bus checks that
+    # each exists just before the publish, so a missing one stops the outcome before it is
+    # routed, and the order comes back to be answered again once the queue is declared again.
     if outcome.reserved:
         key, event_type = topology.KEY_INVENTORY_RESERVED, events.INVENTORY_RESERVED
     else:
@@ -40,7 +44,8 @@ def outcome_message(outcome: Outcome) -> Outgoing:
     props = pika.BasicProperties(content_type="application/json", delivery_mode=PERSISTENT,
                                  message_id=outcome.event_id, correlation_id=outcome.order_id,
                                  type=event_type, app_id="inventory-service")
-    return Outgoing(topology.INVENTORY_EVENTS, key, outcome.body, props)
+    return Outgoing(topology.INVENTORY_EVENTS, key, outcome.body, props,
+                    topology.destinations(topology.INVENTORY_EVENTS, key))
 
 
 class InventoryService:

@@ -45,6 +45,10 @@ class Outgoing:
     properties: pika.BasicProperties = field(
         default_factory=lambda: pika.BasicProperties(delivery_mode=PERSISTENT)
     )
+    # The queues the message is meant for, when there are several: `mandatory` returns a
+    # message only if it reaches no queue at all, so each of these is checked on the
+    # channel just before the publish, and a missing one stops it before it is routed.
+    destinations: tuple[str, ...] = ()
 
 
 @dataclass

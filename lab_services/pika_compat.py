@@ -1,6 +1,6 @@
 """Every place the lab reaches into pika's internals, in one module, checked against pika's version.
 
-pika is the lab's AMQP client, and two of its behaviours cost the services too much:
+pika is the lab's AMQP client, and three of its behaviours cost the services too much:
 
 1. Frame decoding raises on header values other clients may legally send (a timestamp past
    year 9999, tables nested about 900 deep). It raises inside the connection's frame
@@ -10,12 +10,19 @@ pika is the lab's AMQP client, and two of its behaviours cost the services too m
 2. A SelectConnection writes every frame with its own `send` call: a publish is three
    frames and an ack one more. Draining a backlog, those system calls took 40 % of the
    consumer's time. `CoalescingConnection` keeps a loop turn's frames and writes them once.
+3. A no-wait declaration (`queue.declare`, `queue.bind` without a reply) goes through
+   pika's RPC path, which holds it back while an earlier synchronous call on the channel
+   waits for its reply, whereas a publish is written at once: a declaration meant to come
+   before a publish could reach the broker after it. `check_queue` and `declare_queue` write
+   theirs at once, in order with the publishes (`Channel._send_method`).
 
-Both touch private names of pika 1.x (`pika.data.decode_value`,
-`BaseConnection._output_marshaled_frames`, `_adapter_emit_data`). They were written
-against pika 1.3 and 1.4 (pyproject pins `pika>=1.3,<2`). Under another major version, or
-if the names are gone, nothing is patched: pika then decodes strictly and writes frame by
-frame, which is slower and less tolerant, but correct; a warning says so once.
+All three touch private names of pika 1.x (`pika.data.decode_value`,
+`BaseConnection._output_marshaled_frames`, `_adapter_emit_data`, `Channel._send_method`).
+They were written against pika 1.3 and 1.4 (pyproject pins `pika>=1.3,<2`). Under another
+major version, or if the names are gone, nothing is patched: pika then decodes strictly,
+writes frame by frame and sends no-wait declarations through its public calls (in order,
+except while a synchronous call on the channel waits for its reply), which is slower and
+less tolerant, but otherwise correct; a warning says so once.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import threading
 from typing import Any
 
 import pika
+import pika.channel
 import pika.data
+from pika import spec
 
 from lab_services.headers import MAX_DECODE_DEPTH
 
@@ -117,3 +126,42 @@ class CoalescingConnection(pika.SelectConnection):
             pending, self._lab_pending_frames = self._lab_pending_frames, []
             if pending and self._transport is not None:
                 self._adapter_emit_data(b"".join(pending))
+
+
+# ---- 3. no-wait declarations in order with publishes ----------------------------------------
+
+
+SENDS_IN_ORDER = PATCHABLE and hasattr(pika.channel.Channel, "_send_method")
+
+
+def _send_now(channel: Any, method: Any) -> bool:
+    """Write a method frame at once on a pika Channel; False where that is not possible."""
+    if SENDS_IN_ORDER and isinstance(channel, pika.channel.Channel):
+        channel._send_method(method)
+        return True
+    return False
+
+
+def check_queue(channel: Any, queue: str) -> None:
+    """Ask, without waiting, that a queue exist (else the broker closes the channel)."""
+    # A passive no-wait declare: a missing queue closes the channel (404 NOT_FOUND) before
+    # the broker handles anything sent after it, such as the publish it guards.
+    if not _send_now(channel, spec.Queue.Declare(queue=queue, passive=True, nowait=True)):
+        channel.queue_declare(queue, passive=True)  # no callback: no-wait
+
+
+def declare_queue(channel: Any, queue: str, *, durable: bool, arguments: dict[str, Any],
+                  bindings: list[tuple[str, str]]) -> None:
+    """Declare a queue and its bindings (exchange, routing key) in one write, no-wait."""
+    # In one write, not request by request: the queue never stands unbound for a round trip.
+    frames = [spec.Queue.Declare(queue=queue, durable=durable, nowait=True,
+                                 arguments=dict(arguments))]
+    frames += [spec.Queue.Bind(queue=queue, exchange=exchange, routing_key=key, nowait=True)
+               for exchange, key in bindings]
+    for method in frames:
+        if _send_now(channel, method):
+            continue
+        if isinstance(method, spec.Queue.Declare):
+            channel.queue_declare(queue, durable=durable, arguments=dict(arguments))
+        else:
+            channel.queue_bind(queue, method.exchange, routing_key=method.routing_key)

@@ -9,6 +9,11 @@ The rules it keeps:
   settle the wrong waiter.
 - Publishes are `mandatory`: a message no queue takes comes back (`basic.return`, just
   before its confirm) and fails its waiter instead of counting as delivered.
+- A message meant for several queues (an outcome: its notification queue and
+  `order_status`) is not returned while only some of them are missing, so each is checked
+  on the channel just before the publish (a passive, no-wait declare). A missing one makes
+  the broker close the channel before the message is routed anywhere: its waiter fails,
+  the input is redelivered on the next channel, and the bus declares the queue again first.
 - An input is acked only when every output its handler produced has been confirmed, with
   one `multiple` ack over the contiguous settled prefix (never past an unsettled tag).
 - An input whose output cannot be delivered is not requeued at once (a hot loop): it goes
@@ -34,6 +39,7 @@ from typing import Any
 from pika.spec import Basic
 
 from lab_services import messages as m
+from lab_services import pika_compat
 from lab_services.events import InvalidEvent
 from lab_services.messages import BrokerUnavailable, Unpublishable, Unroutable
 from lab_services.redeliveries import DeliveryCounter, MemoryDeliveryCounter, delivery_key
@@ -104,6 +110,11 @@ class Session:
         ch = self.channel
         if self.closed or ch is None or not ch.is_open:
             return BrokerUnavailable("channel is not open")
+        try:
+            for queue in out.destinations:
+                pika_compat.check_queue(ch, queue)
+        except Exception as exc:  # the channel is going: not the message's fault
+            return BrokerUnavailable(f"cannot check queue {queue!r}: {exc}")
         try:
             ch.basic_publish(out.exchange, out.routing_key, out.body, out.properties,
                              mandatory=True)

@@ -8,6 +8,7 @@ docker-compose. Nothing else in the project spells a queue argument.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -103,6 +104,18 @@ class Topology:
         """Names of every queue, work queues first."""
         return [q.name for q in self.queues]
 
+    def bindings_of(self, queue: str) -> tuple[Binding, ...]:
+        """The bindings whose destination is this queue."""
+        return tuple(b for b in self.bindings if b.queue == queue)
+
+    def destinations(self, exchange: str, routing_key: str) -> tuple[str, ...]:
+        """The queues a message published to this exchange with this key is meant for."""
+        kind = next((e.type for e in self.exchanges if e.name == exchange), None)
+        found = [b.queue for b in self.bindings if b.exchange == exchange and (
+            kind == "fanout" or (kind == "topic" and topic_matches(b.routing_key, routing_key))
+            or (kind == "direct" and b.routing_key == routing_key))]
+        return tuple(dict.fromkeys(found))  # once each, in binding order
+
     def declare(self, channel: Any) -> None:
         """Declare everything on a pika BlockingChannel (idempotent when arguments match)."""
         for ex in self.exchanges:
@@ -150,6 +163,23 @@ class Topology:
                 for b in self.bindings
             ],
         }
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """Whether a topic binding key matches a routing key (`*` one word, `#` zero or more)."""
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and p[0] in ("*", k[0]) and match(p[1:], k[1:])
+    return match(pattern.split("."), routing_key.split("."))
+
+
+@functools.cache
+def destinations(exchange: str, routing_key: str) -> tuple[str, ...]:
+    """The queues the lab's bindings route this exchange and key to (any queue type)."""
+    return build_topology("classic").destinations(exchange, routing_key)
 
 
 def retry_queue(attempt: int, queue: str = QUEUE_ORDER_PLACED) -> str:

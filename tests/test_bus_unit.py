@@ -43,12 +43,18 @@ class StubChannel:
         self.published: list[m.Outgoing] = []
         self.acks: list[tuple[int, bool]] = []
         self.nacks: list[tuple[int, bool]] = []
+        self.sent: list[tuple[str, object]] = []  # checks and publishes, in the order sent
 
     def basic_publish(self, exchange, routing_key, body, properties, mandatory=False):
         assert mandatory, "every publish must be mandatory"
         # pika builds the frames before sending: an unencodable property raises here.
         properties.encode()
         self.published.append(m.Outgoing(exchange, routing_key, body, properties))
+        self.sent.append(("publish", body))
+
+    def queue_declare(self, queue, passive=False, callback=None, **_kw):
+        assert passive and callback is None, "a check is passive and waits for nothing"
+        self.sent.append(("check", queue))
 
     def basic_ack(self, tag, multiple=False):
         self.acks.append((tag, multiple))
@@ -118,6 +124,29 @@ def test_a_publish_that_fails_to_encode_takes_no_sequence_number():
     assert third.result(0) is True and not first.done()
     session.on_confirm(confirm(1))
     assert first.result(0) is True
+
+
+def test_each_queue_a_message_is_meant_for_is_checked_just_before_it_is_published():
+    session, ch, _ = make_session()
+    session.publish(out(b"plain"), Future())
+    outcome = m.Outgoing("inventory_events", "inventory.reserved", b"outcome",
+                         destinations=("inventory_reserved", "order_status"))
+    session.publish(outcome, Future())
+    assert ch.sent == [("publish", b"plain"), ("check", "inventory_reserved"),
+                       ("check", "order_status"), ("publish", b"outcome")]
+    session.on_confirm(confirm(2, multiple=True))
+    assert session.stats["published"] == 2 and not session.pending
+
+
+def test_the_inventory_names_both_queues_an_outcome_is_meant_for():
+    from lab_services.inventory import outcome_message
+    from lab_services.store import Outcome
+    for reserved, queue in ((True, topo.QUEUE_INVENTORY_RESERVED),
+                            (False, topo.QUEUE_INVENTORY_FAILED)):
+        msg = outcome_message(Outcome("o-1", reserved, None if reserved else "short", "e-1",
+                                      b"{}"))
+        assert (msg.exchange, msg.destinations) == (topo.INVENTORY_EVENTS,
+                                                    (queue, topo.QUEUE_ORDER_STATUS))
 
 
 def test_a_multiple_confirm_settles_every_publish_up_to_its_tag():

@@ -53,3 +53,24 @@ def test_definitions_render_every_object():
 def test_unknown_queue_type_is_refused():
     with pytest.raises(ValueError, match="queue type"):
         t.build_topology("stream")
+
+
+@pytest.mark.parametrize(("pattern", "key", "matches"), [
+    ("inventory.*", "inventory.reserved", True), ("inventory.*", "inventory.reserved.x", False),
+    ("inventory.*", "inventory", False), ("#", "a.b.c", True), ("a.#", "a", True),
+    ("a.#.c", "a.c", True), ("a.#.c", "a.x.y.c", True), ("a.#.c", "a.x.y", False),
+    ("*.b", "a.b", True), ("order.placed", "order.placed", True), ("order.placed", "order", False)])
+def test_topic_keys_match_as_the_broker_matches_them(pattern, key, matches):
+    assert t.topic_matches(pattern, key) is matches
+
+
+def test_an_outcome_is_meant_for_its_notification_queue_and_order_status():
+    assert t.destinations(t.INVENTORY_EVENTS, t.KEY_INVENTORY_RESERVED) == (
+        t.QUEUE_INVENTORY_RESERVED, t.QUEUE_ORDER_STATUS)
+    assert t.destinations(t.INVENTORY_EVENTS, t.KEY_INVENTORY_FAILED) == (
+        t.QUEUE_INVENTORY_FAILED, t.QUEUE_ORDER_STATUS)
+    assert t.destinations(t.ORDER_EVENTS, t.KEY_ORDER_PLACED) == (t.QUEUE_ORDER_PLACED,)
+    assert t.destinations(t.DEAD_LETTERS, "anything") == (t.DLQ,)
+    assert t.destinations(t.INVENTORY_EVENTS, "inventory.reserved.notification") == ()
+    assert {b.routing_key for b in t.build_topology().bindings_of(t.QUEUE_ORDER_STATUS)} == {
+        "inventory.*"}

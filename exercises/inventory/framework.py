@@ -204,12 +204,19 @@ class Consumer:
             self.dead_letter(ch, method, props, body,
                              f"handler failed: {exc.__class__.__name__}: {exc}"[:500])
             return
-        key = ("inventory.reserved" if outcome["event_type"] == "InventoryReserved"
-               else "inventory.failed")
+        reserved = outcome["event_type"] == "InventoryReserved"
+        key = "inventory.reserved" if reserved else "inventory.failed"
         props = pika.BasicProperties(delivery_mode=2, content_type="application/json",
                                      message_id=str(outcome["event_id"])[:255],
                                      correlation_id=str(outcome["order_id"])[:255],
                                      type=outcome["event_type"])
+        # The outcome is meant for two queues, and `mandatory` returns it only if it
+        # reaches neither: with one of them deleted it would reach the other, be confirmed,
+        # and never reach the first. So ask that both exist first: a missing one closes the
+        # channel here, before anything is published, and the order comes back after the
+        # reconnect (which declares the queue again).
+        for queue in ("inventory_reserved" if reserved else "inventory_failed", "order_status"):
+            ch.queue_declare(queue, passive=True)
         # Confirmed before the ack: a crash in between redelivers the order, and the
         # handler must then answer it again without reserving twice.
         ch.basic_publish("inventory_events", key, json.dumps(outcome).encode(), props,
