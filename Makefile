@@ -28,7 +28,7 @@ test-docker:  ## the integration subset again, on a testcontainers broker (needs
 		-k "$(DOCKER_SUBSET)"
 
 test-quick:  ## the fast subset: no slow scenarios, notebooks or containers
-	$(PYTHON) -m pytest -m "not slow and not container"
+	$(PYTHON) -m pytest -n $(WORKERS) --dist loadfile -m "not slow and not container"
 
 lint:  ## ruff
 	$(PYTHON) -m ruff check .
