@@ -75,7 +75,7 @@ def test_the_naive_example_passes_the_baseline_flow_and_fails_what_its_design_de
     words = {(c.scenario, c.name): c.happened for c in card.checks if c.passed is False}
     assert "your processed-order record did not survive the restart" in \
         words[("restart-idempotency", "exact copy: not reserved twice")]
-    assert "did you ack before the work was done?" in words[("kill-9", "nothing lost")]
+    assert "did you ack before the work was done" in words[("kill-9", "nothing lost")]
     assert "x-reject-reason" in words[("malformed", "dead letters say why")]
 
 
