@@ -136,6 +136,20 @@ def _gap_outcomes_held(lab: Lab, queue: str, gap: list[str]) -> tuple[int, int] 
     return held, expected
 
 
+def _gap_detail(lab: Lab, queue: str, gap: list[str]) -> str:
+    """What a failed gap wait needs to tell a lost outcome from a stuck redelivery."""
+    # Where the missing outcomes are: an input still in order_placed (or a retry queue, or
+    # the DLQ) was not acked; none anywhere means an outcome was confirmed while missing.
+    others = [topology.QUEUE_ORDER_PLACED, *(topology.retry_queue(a) for a in (1, 2, 3)),
+              topology.DLQ]
+    held = {q: _held(lab, q) for q in others}
+    health = requests.get(lab.url("inventory") + "/health", timeout=10).json()
+    return (f"{queue} holds {_held(lab, queue)} (None: missing); meant for it: "
+            f"{_meant_for(lab, queue, gap)}; gap orders: {gap}\nready elsewhere: {held}\n"
+            f"inventory /health bus: {health.get('bus')}\n"
+            + lab.services["inventory"].log_tail(200))
+
+
 def _outcomes_into_the_gap(lab: Lab, queue: str, consumer: str, accepted: list[str]) -> None:
     """The inventory answers orders while `queue` is missing and its consumer is frozen."""
     held_back_before = _held_back(lab)
@@ -152,9 +166,7 @@ def _outcomes_into_the_gap(lab: Lab, queue: str, consumer: str, accepted: list[s
             wait_until(lambda: _gap_outcomes_held(lab, queue, gap), 60,
                        f"{queue} declared again, holding every outcome of the gap meant for "
                        f"it, while its consumer is still frozen",
-                       detail=lambda: f"{queue} holds {_held(lab, queue)} (None: missing); "
-                                      f"meant for it: {_meant_for(lab, queue, gap)}\n"
-                                      + lab.services["inventory"].log_tail())
+                       detail=lambda: _gap_detail(lab, queue, gap))
             assert _held_back(lab) > held_back_before  # the check caught it
     if lab.impl.services["inventory"].lab:  # the lab's inventory also counts it in /health
         health = requests.get(lab.url("inventory") + "/health", timeout=10).json()
