@@ -13,7 +13,6 @@ thread with `add_callback_threadsafe`: pika connections are not thread-safe.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ import pika.exceptions
 
 from lab_services import pika_compat
 from lab_services import topology as topo
+from lab_services.declarations import Step, declaration_steps, run_chain
 from lab_services.messages import (
     PERSISTENT,
     BeforeAck,
@@ -339,38 +339,11 @@ class Bus:
         self._chain(self._declare_steps(session.channel),
                     lambda: self._start_consuming(session))
 
-    def _declare_steps(self, ch: Any) -> list[tuple[str, Callable[[Callable], None]]]:
-        """The topology's declarations as chained steps on a channel."""
-        # (what, step): `what` names the declaration in the error if the broker refuses it.
-        steps: list[tuple[str, Callable[[Callable], None]]] = []
-        for ex in self.topology.exchanges:
-            steps.append((f"exchange {ex.name!r} (type {ex.type})",
-                          lambda cb, ex=ex: ch.exchange_declare(
-                exchange=ex.name, exchange_type=ex.type, durable=ex.durable, callback=cb)))
-        for q in self.topology.queues:
-            steps.append((f"queue {q.name!r} with arguments {json.dumps(q.arguments)}",
-                          lambda cb, q=q: ch.queue_declare(
-                queue=q.name, durable=q.durable, arguments=dict(q.arguments), callback=cb)))
-            # Each queue's bindings right after it: a queue declared again (it was deleted)
-            # stands unbound for as short a time as the declarations allow.
-            for b in self.topology.bindings_of(q.name):
-                steps.append((f"binding {b.exchange!r} -> {b.queue!r} ({b.routing_key})",
-                              lambda cb, b=b: ch.queue_bind(
-                    queue=b.queue, exchange=b.exchange, routing_key=b.routing_key,
-                    callback=cb)))
-        steps.append(("prefetch", lambda cb: ch.basic_qos(prefetch_count=self.settings.prefetch,
-                                                          callback=cb)))
-        return steps
+    def _chain(self, steps: list[Step], done: Callable[[], None]) -> None:
+        run_chain(steps, done, lambda what: setattr(self, "_declaring", what))
 
-    def _chain(self, steps: list[tuple[str, Callable[[Callable], None]]],
-               done: Callable[[], None]) -> None:
-        if not steps:
-            self._declaring = None
-            done()
-            return
-        (what, first), rest = steps[0], steps[1:]
-        self._declaring = what
-        first(lambda _frame: self._chain(rest, done))
+    def _declare_steps(self, ch: Any) -> list[Step]:
+        return declaration_steps(ch, self.topology, self.settings.prefetch)
 
     def _start_consuming(self, session: Session) -> None:
         if session is not self._session:

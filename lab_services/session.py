@@ -1,19 +1,10 @@
 """One channel's worth of state: publish sequence numbers, confirm waiters, unsettled inputs.
 
 A `Session` is built for every new channel and thrown away with it, as pika's reconnecting
-consumer example rebuilds its consumer on each connect: nothing is reset by hand.
+consumer example rebuilds its consumer on each connect: nothing is reset by hand. Its
+publishing half (sequence numbers, confirms, returns) is `publishing.Publisher`.
 
 The rules it keeps:
-- A publish gets its sequence number only once pika has built its frames. A publish that
-  fails to encode never reaches the broker, so numbering it would make every later confirm
-  settle the wrong waiter.
-- Publishes are `mandatory`: a message no queue takes comes back (`basic.return`, just
-  before its confirm) and fails its waiter instead of counting as delivered.
-- A message meant for several queues (an outcome: its notification queue and
-  `order_status`) is not returned while only some of them are missing, so each is checked
-  on the channel just before the publish (a passive, no-wait declare). A missing one makes
-  the broker close the channel before the message is routed anywhere: its waiter fails,
-  the input is redelivered on the next channel, and the bus declares the queue again first.
 - An input is acked only when every output its handler produced has been confirmed, with
   one `multiple` ack over the contiguous settled prefix (never past an unsettled tag).
 - An input whose output cannot be delivered is not requeued at once (a hot loop): it goes
@@ -31,17 +22,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from pika.spec import Basic
-
 from lab_services import messages as m
-from lab_services import pika_compat
 from lab_services.events import InvalidEvent
-from lab_services.messages import BrokerUnavailable, Unpublishable, Unroutable
+from lab_services.messages import BrokerUnavailable, Unpublishable
+from lab_services.publishing import Publisher
 from lab_services.redeliveries import DeliveryCounter, MemoryDeliveryCounter, delivery_key
 from lab_services.retry import backoff_s
 
@@ -61,28 +49,18 @@ class InFlight:
     failed: bool = False
 
 
-@dataclass
-class _Pending:
-    waiter: Future | InFlight
-    out: m.Outgoing
-    returned: str | None = None
-
-
 Scheduler = Callable[[float, Callable[[], None]], Any]
 
 
-class Session:
+class Session(Publisher):
     """The state of one open channel; the bus makes a new one on every (re)connect."""
 
     def __init__(self, channel: Any, *, name: str, schedule: Scheduler,
                  counter: DeliveryCounter | None = None, delivery_limit: int = 5) -> None:
-        self.channel = channel
-        self.name = name
+        super().__init__(channel, name=name)
         self.schedule = schedule
         self.counter = counter or MemoryDeliveryCounter()
         self.delivery_limit = delivery_limit
-        self.next_seq = 1
-        self.pending: OrderedDict[int, _Pending] = OrderedDict()
         # Delivery tag -> settled?, in delivery order; the settled prefix gets acked.
         self.unsettled: OrderedDict[int, bool] = OrderedDict()
         # Deliveries not yet handled, in delivery order.
@@ -93,106 +71,24 @@ class Session:
         self.batch_failures = 0
         # Per message: how often its retry or dead-letter copy could not be delivered.
         self.requeues: dict[str, int] = {}
-        self.closed = False
-        self.stats = {"published": 0, "returned": 0, "nacked": 0, "unpublishable": 0,
-                      "dead_lettered": 0, "retried": 0, "delivery_limit": 0, "requeued": 0}
-
-    # ---- publishing -------------------------------------------------------------------
-
-    def publish(self, out: m.Outgoing, waiter: Future | InFlight) -> None:
-        """Publish one message (mandatory, confirmed); the waiter learns how it went."""
-        problem = self._send(out, waiter)
-        if problem is not None:
-            self._fail(waiter, problem)
-
-    def _send(self, out: m.Outgoing, waiter: Future | InFlight) -> Exception | None:
-        """Hand a message to pika; number it only once its frames are built."""
-        ch = self.channel
-        if self.closed or ch is None or not ch.is_open:
-            return BrokerUnavailable("channel is not open")
-        try:
-            for queue in out.destinations:
-                pika_compat.check_queue(ch, queue)
-        except Exception as exc:  # the channel is going: not the message's fault
-            return BrokerUnavailable(f"cannot check queue {queue!r}: {exc}")
-        try:
-            ch.basic_publish(out.exchange, out.routing_key, out.body, out.properties,
-                             mandatory=True)
-        except Exception as exc:  # pika failed to build the frames: the broker saw nothing
-            self.stats["unpublishable"] += 1
-            log.warning("%s: cannot publish to %r/%r: %s: %s", self.name, out.exchange[:100],
-                        out.routing_key[:100], exc.__class__.__name__, str(exc)[:200])
-            return Unpublishable(f"{exc.__class__.__name__}: {str(exc)[:200]}")
-        self.pending[self.next_seq] = _Pending(waiter, out)
-        self.next_seq += 1
-        self.stats["published"] += 1
-        return None
-
-    def on_return(self, _channel: Any, method: Any, _props: Any, body: bytes) -> None:
-        """The broker could not route a mandatory message: mark its publish as failed."""
-        self.stats["returned"] += 1
-        why = f"unroutable: {method.reply_code} {method.reply_text} " \
-              f"(exchange {method.exchange!r}, key {method.routing_key!r})"
-        for pending in self.pending.values():
-            out = pending.out
-            if pending.returned is None and out.exchange == method.exchange \
-                    and out.routing_key == method.routing_key and out.body == body:
-                pending.returned = why
-                return
-        log.warning("%s: a returned message matched no pending publish: %s", self.name, why)
-
-    def on_confirm(self, frame: Any) -> None:
-        """Settle the publishes a broker ack or nack covers (it is usually `multiple`)."""
-        method = frame.method
-        ok = isinstance(method, Basic.Ack)
-        tag = method.delivery_tag
-        if method.multiple:
-            seqs = []
-            for seq in self.pending:
-                if seq > tag:
-                    break
-                seqs.append(seq)
-        else:
-            seqs = [tag]
-        for seq in seqs:
-            pending = self.pending.pop(seq, None)
-            if pending is None:
-                continue
-            if not ok:
-                self.stats["nacked"] += 1
-                self._fail(pending.waiter, BrokerUnavailable("the broker refused the message"))
-            elif pending.returned is not None:
-                self._fail(pending.waiter, Unroutable(pending.returned))
-            else:
-                self._succeed(pending.waiter)
+        self.stats.update({"dead_lettered": 0, "retried": 0, "delivery_limit": 0,
+                           "requeued": 0})
 
     def fail_all(self, exc: Exception) -> None:
         """The channel is gone: fail every waiting publisher (inputs will be redelivered)."""
-        self.closed = True
-        pending, self.pending = self.pending, OrderedDict()
-        for p in pending.values():
-            if isinstance(p.waiter, Future) and not p.waiter.done():
-                p.waiter.set_exception(exc)
+        self.fail_pending(exc)
         self.unsettled.clear()
         self.backlog.clear()
         self.in_hand = None
 
-    def _succeed(self, waiter: Future | InFlight) -> None:
-        if isinstance(waiter, Future):
-            if not waiter.done():
-                waiter.set_result(True)
-            return
+    def _output_confirmed(self, waiter: InFlight) -> None:
         if waiter.failed or waiter.outstanding <= 0:
             return
         waiter.outstanding -= 1
         if waiter.outstanding == 0:
             self.settle(waiter)
 
-    def _fail(self, waiter: Future | InFlight, exc: Exception) -> None:
-        if isinstance(waiter, Future):
-            if not waiter.done():
-                waiter.set_exception(exc)
-            return
+    def _output_failed(self, waiter: InFlight, exc: Exception) -> None:
         if waiter.failed:
             return
         waiter.failed = True

@@ -24,14 +24,10 @@ from lab_services import messages as m
 from lab_services import pika_compat
 from lab_services import topology as topo
 from lab_services.events import InvalidEvent
+from lab_services.messages import BrokerUnavailable, Unpublishable, Unroutable
+from lab_services.redeliveries import MemoryDeliveryCounter
 from lab_services.retry import RetryPolicy, backoff_s
-from lab_services.session import (
-    BrokerUnavailable,
-    MemoryDeliveryCounter,
-    Session,
-    Unpublishable,
-    Unroutable,
-)
+from lab_services.session import Session
 from lab_services.store import SqliteStore
 
 

@@ -9,12 +9,11 @@ timestamps (order placed -> outcome -> notified), as harness.observe does for sc
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from harness import amqp
+from harness.bench.drain import py_spy, stop_py_spy
 from harness.bench.intake import SHAPES, run_wrk, write_script
 from harness.brokers import Broker
 from harness.lab import Lab, LabConfig
@@ -43,17 +42,6 @@ def _settle(lab: Lab, timeout: float) -> None:
         log.warning("%s: %s", lab.impl.name, exc)
 
 
-def _py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
-    try:
-        return subprocess.Popen(["py-spy", "record", "-p", str(pid), "--format", "raw",
-                                 "--rate", "200", "-d", str(max(1, round(seconds))),
-                                 "-o", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    except OSError as exc:
-        log.warning("py-spy not available: %s", exc)
-        return None
-
-
 def intake(broker: Broker, impl: Impl | str | Path | None, folder: Path, *,
            seconds: float = 5.0, shapes: tuple[tuple[int, int], ...] = SHAPES,
            profile_to: Path | None = None) -> dict[str, Any]:
@@ -71,12 +59,10 @@ def intake(broker: Broker, impl: Impl | str | Path | None, folder: Path, *,
                 _settle(lab, 60 + 2 * seconds)
             spy = None
             if profile_to is not None and i == len(shapes) - 1:
-                spy = _py_spy(lab.services["order"].proc.pid, profile_to, seconds)
+                spy = py_spy(lab.services["order"].proc.pid, profile_to)
             runs.append(run_wrk(url, script, threads=threads, connections=conns,
                                 seconds=seconds).to_dict())
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
+            stop_py_spy(spy)
         name = lab.impl.name
     return {"impl": name, "script": script.name, "runs": runs,
             **({"profile": str(profile_to)} if profile_to is not None else {})}
