@@ -57,8 +57,7 @@ class Session(Publisher):
 
     def __init__(self, channel: Any, *, name: str, schedule: Scheduler,
                  counter: DeliveryCounter | None = None, delivery_limit: int = 5) -> None:
-        super().__init__(channel, name=name)
-        self.schedule = schedule
+        super().__init__(channel, name=name, schedule=schedule)
         self.counter = counter or MemoryDeliveryCounter()
         self.delivery_limit = delivery_limit
         # Delivery tag -> settled?, in delivery order; the settled prefix gets acked.
