@@ -4,8 +4,9 @@ Every exercise ships empty: an answer cell tagged `answer:NAME` holding `None  #
 check cell tagged `check:NAME` calling `harness.course.check`. The slow test executes every
 notebook on a real broker with nbclient, as a student would, and tries each exercise at its
 check several ways: as shipped (the check says "fill this in first" and nothing fails), with
-each catalogued mistake of `solutions/notebooks/` (the check fails, naming that mistake) and
-with the worked answer (the check passes, and the rest of the notebook runs with it). It skips
+each catalogued mistake of `solutions/notebooks/` (the check fails, naming that mistake), with
+each other right answer there (`ALSO_RIGHT`: the check passes) and with the worked answer (the
+check passes, and the rest of the notebook runs with it). It skips
 locally without a rabbitmq-server release script, but fails under CI=true.
 """
 
@@ -161,6 +162,12 @@ def solutions(name: str) -> tuple[dict[str, str], dict[str, list[dict[str, str]]
     return found["ANSWERS"], found["WRONG"]
 
 
+def also_right(name: str) -> dict[str, list[dict[str, str]]]:
+    """Right answers other than the worked one (cell tag name -> answers, each {"answer":
+    what it does, "code": the answer cell's source}), which the check must accept too."""
+    return runpy.run_path(str(SOLUTION_DIR / (Path(name).stem + ".py"))).get("ALSO_RIGHT", {})
+
+
 @pytest.mark.parametrize("name", COURSE)
 def test_exercises_ship_empty_with_a_check_after_them(name):
     nb = read(name)
@@ -189,6 +196,11 @@ def test_every_exercise_has_a_worked_answer_and_a_catalogue_of_mistakes(name):
             compile(m["code"], f"{name}:{ex}:{m['mistake']}", "exec")
         names = [m["mistake"] for m in wrong[ex]]
         assert len(set(names)) == len(names), f"{name}:{ex}: a mistake listed twice"
+    for ex, others in also_right(name).items():
+        assert ex in found, f"{name}: right answers for {ex}, which is no exercise"
+        for r in others:
+            assert set(r) == {"answer", "code"}, f"{name}:{ex}: {sorted(r)}"
+            compile(r["code"], f"{name}:{ex}:{r['answer']}", "exec")
 
 
 def test_check_says_fill_in_then_right_or_raises_what_is_wrong(capsys):
@@ -266,6 +278,7 @@ def run_notebook(name: str, tmp_path: Path,
     nb = read(name)
     found = exercises(nb)
     answers, wrong = solutions(name)
+    others = also_right(name)
     shipped = {ex: nb.cells[answer_at].source for ex, (answer_at, _) in found.items()}
     checks = {check: ex for ex, (_, check) in found.items()}
     deferred = set()
@@ -336,6 +349,16 @@ def run_notebook(name: str, tmp_path: Path,
                 for m in wrong[ex]:
                     problems.extend(f"{ex} / {m['mistake']}: {p}" for p in
                                     try_mistake(m, answer_at, uses, index))
+                # Each other right answer: the check must accept it as it does the worked one.
+                for r in others.get(ex, []):
+                    try:
+                        answer_with(r["code"], answer_at, uses)
+                        printed = run_copy(index)
+                    except CellExecutionError as exc:
+                        problems.append(f"{ex} / right too, {r['answer']}: rejected: {exc}")
+                        continue
+                    if RIGHT not in printed:
+                        problems.append(f"{ex} / right too, {r['answer']}: printed {printed!r}")
                 for i, original in saved.items():
                     nb.cells[i] = original
                 for i in (answer_at, *uses):

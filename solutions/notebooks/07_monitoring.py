@@ -77,6 +77,11 @@ def queue_stats(name):
 '''},
     ],
     "alert": [
+        {"mistake": 'any message ready pages (ready > 0): it fires on normal work', "says": 'kept up',
+         "code": '''\
+def alert(stats):
+    return stats["ready"] > 0
+'''},
         {"mistake": 'a depth threshold too high to fire in time (ready > 50)', "says": 'never fired',
          "code": '''\
 def alert(stats):
@@ -101,6 +106,17 @@ def alert(stats):
          "code": '''\
 def alert(stats):
     return stats["publish_rate"] > stats["ack_rate"] + 50
+'''},
+    ],
+}
+
+# Right answers other than the worked one, which the check must accept too.
+ALSO_RIGHT = {
+    "alert": [
+        {"answer": "work waiting and no consumer at all",
+         "code": '''\
+def alert(stats):
+    return stats["ready"] > 0 and stats["consumers"] == 0
 '''},
     ],
 }
