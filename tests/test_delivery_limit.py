@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from harness import amqp
+from harness.brokers.procs import freeze_group
 from harness.lab import ServiceProcess
 from harness.waiting import wait_until
 from lab_services import events
@@ -70,7 +71,10 @@ def _unread_bytes(pid: int) -> int:
 
 
 def _signal(proc: ServiceProcess, sig: signal.Signals) -> None:
-    os.killpg(proc.proc.pid, sig)  # the services start in a session of their own
+    if sig == signal.SIGSTOP:  # every thread stopped, not only signalled
+        freeze_group(proc.proc.pid)
+    else:
+        os.killpg(proc.proc.pid, sig)  # the services start in a session of their own
 
 
 def _wait_all_delivered_unread(amqp_url: str, holder: ServiceProcess, body_bytes: int) -> None:
