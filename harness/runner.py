@@ -86,6 +86,10 @@ STATE_PATHS = {  # field: (service, path, shape check)
 # on past a scenario's own bound while notifications keep coming, at most STALL_S apart.
 THROUGHPUT_FLOOR = 5.0
 STALL_S = 15.0
+# Nothing notified for STALL_S while the broker held nothing on the way to a notification
+# for QUIET_S of it (read through the management API, ready and unacked): nothing more
+# can come, and the wait ends before the scenario's own bound (docs/contract.md).
+QUIET_S = 5.0
 GAPS_FILE = "contract_gaps.json"
 OBSERVED_FILE = "observed.json"  # optional features seen in use (e.g. status updates)
 
@@ -218,7 +222,7 @@ class Run:
             return True
         start = time.monotonic()
         cap = max(timeout, timeout + len(wanted) / THROUGHPUT_FLOOR)
-        progress = {"n": -1, "at": start}
+        progress: dict[str, Any] = {"n": -1, "at": start, "quiet_since": None}
 
         def done() -> str | None:
             if any(not s.running for s in self.lab.services.values()):
@@ -228,9 +232,19 @@ class Run:
             if n == len(wanted):
                 return "all notified"
             if n > progress["n"]:
-                progress.update(n=n, at=now)
-            if now - start > timeout and now - progress["at"] > STALL_S:
+                progress.update(n=n, at=now, quiet_since=None)
+            idle = now - progress["at"]
+            if now - start > timeout and idle > STALL_S:
                 return f"stalled at {n} of {len(wanted)}"
+            if idle > STALL_S - QUIET_S:
+                held = self._broker_holds()
+                if held != 0:
+                    progress["quiet_since"] = None
+                elif progress["quiet_since"] is None:
+                    progress["quiet_since"] = now
+                if (idle > STALL_S and progress["quiet_since"] is not None
+                        and now - progress["quiet_since"] >= QUIET_S):
+                    return f"stalled at {n} of {len(wanted)}, the broker holding nothing more"
             return None
 
         try:
@@ -241,6 +255,14 @@ class Run:
         if why != "all notified":
             log.warning("waiting for %d notifications: %s", len(wanted), why)
         return why == "all notified"
+
+    def _broker_holds(self) -> int | None:
+        """Messages the broker holds on their way to a notification (every queue but the
+        DLQ, the optional ones and the harness's own), or None when it cannot tell."""
+        from harness.brokers import management
+        return management.messages_held(self.broker, self.lab.vhost or "/", lambda q: (
+            q == topo.DLQ or q.startswith("harness.")
+            or q.split(".retry.")[0] in topo.OPTIONAL_QUEUES))
 
     def wait_depth(self, queue: str, predicate: Any, timeout: float, what: str) -> int:
         """Wait (bounded) until a queue's ready count satisfies `predicate`; return it."""
