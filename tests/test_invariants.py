@@ -428,3 +428,13 @@ def test_what_could_not_be_read_is_not_judged_rather_than_passed():
     assert v.valid and v.counts["stock_conserved"] is None
     rows = invariant_checks("x", "tried", v)
     assert {r.key for r in rows} == {"lost", "duplicate_notifications", "valid_in_dlq"}
+
+
+def test_the_chaos_checker_leaves_unjudged_what_a_dead_inventory_hid():
+    """Naive at full size: its inventory was down when the state was read (empty inventory):
+    stock is not judged, never a KeyError that loses the whole chaos card."""
+    s = state()
+    obs = chaos_obs(s)
+    obs.inventory = {}
+    v = check_chaos(obs)
+    assert v.counts["stock_conserved"] is None and "stock_conserved" not in v.evidence
