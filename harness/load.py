@@ -84,15 +84,18 @@ def _confirm(session: requests.Session, order_url: str, order_id: str, spec: Loa
 
 
 def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None,
-                 on_accepted: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
+                 on_accepted: Callable[[dict[str, Any]], None] | None = None,
+                 stop: threading.Event | None = None) -> pd.DataFrame:
     """Place the spec's orders against `order_url` (the order service base URL).
 
     Returns one row per order: when it was sent and answered (seconds since t0, monotonic),
     the HTTP status of every attempt, the order id if accepted (201 or 202), and how many
     attempts it took. `on_accepted` is called (from a worker thread) with each accepted
-    order's body, the first time it is accepted.
+    order's body, the first time it is accepted. Once `stop` is set, no order is sent and
+    none is retried any more (those rows say "stopped").
     """
     t0 = time.monotonic() if t0 is None else t0
+    halt = stop or threading.Event()
     orders = order_mix(spec)
     start = time.monotonic()
     local = threading.local()
@@ -111,7 +114,7 @@ def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None,
             due = start + i / spec.rate
             delay = due - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                halt.wait(delay)
         body = orders[i]
         key = uuid.uuid4().hex if spec.idempotency_key else None
         headers = {"Idempotency-Key": key} if key else {}
@@ -120,7 +123,7 @@ def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None,
         statuses: list[int | None] = []
         order_ids: list[str] = []
         give_up = sent + spec.retry_unavailable_for
-        while True:
+        while not halt.is_set():
             attempts += 1
             try:
                 r = session().post(order_url + "/order", json=body, headers=headers,
@@ -143,7 +146,7 @@ def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None,
             retryable = status is None or status in (503, 409)
             if not retryable or time.monotonic() >= give_up or attempts >= spec.max_attempts:
                 break
-            time.sleep(_backoff(attempts))
+            halt.wait(_backoff(attempts))
         confirmed = None
         if status == 202 and spec.confirm_accepted and order_ids:
             confirmed = _confirm(session(), order_url, order_ids[-1], spec,
@@ -169,10 +172,47 @@ def place_orders(order_url: str, spec: LoadSpec, *, t0: float | None = None,
             "order_ids": " ".join(order_ids),
             "idempotency_key": key,
             "confirmed_status": confirmed,
-            "error": err or last.get("error"),
+            "error": err or last.get("error") or ("stopped" if not attempts else None),
         }
 
     with ThreadPoolExecutor(max_workers=max(1, spec.concurrency)) as pool:
         rows = list(pool.map(place, range(len(orders))))
     bar.close()
     return pd.DataFrame(rows).sort_values("seq").reset_index(drop=True)
+
+
+class BackgroundLoad:
+    """`place_orders` on a thread of its own; `stop()` ends its sending and retrying and
+    joins it. A scenario that raises midway must not leave a loader behind: it would keep
+    retrying for a minute and place orders into the next scenario's services (fixed ports
+    are the same ones there)."""
+
+    def __init__(self, place: Callable[[threading.Event], pd.DataFrame]) -> None:
+        self._stop = threading.Event()
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(place,), name="load",
+                                        daemon=True)
+
+    def _run(self, place: Callable[[threading.Event], pd.DataFrame]) -> None:
+        try:
+            self._box["load"] = place(self._stop)
+        except BaseException as exc:  # re-raised by join(), in the scenario's thread
+            self._box["error"] = exc
+
+    def start(self) -> BackgroundLoad:
+        """Start placing orders."""
+        self._thread.start()
+        return self
+
+    def join(self) -> pd.DataFrame:
+        """Wait for every order to be placed (or given up) and return the rows."""
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["load"]
+
+    def stop(self) -> None:
+        """Stop sending and retrying, and wait for the thread to end."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from harness.invariants import Verdict, check_run
 from harness.lab import Lab, LabConfig
 from harness.lab.client import ContractGap
 from harness.lab.impl import Impl, resolve
-from harness.load import LoadSpec, place_orders
+from harness.load import BackgroundLoad, LoadSpec, place_orders
 from harness.observe import QueueSampler, Timeline, latency_frame, percentiles
 from harness.reporting.results import keep_logs, run_folder
 from harness.waiting import WaitTimeout, wait_until
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 
 class QueueMissing(WaitTimeout):
     """A queue the contract names does not exist: waiting on it can never succeed."""
+
+
+# A submission's consumer thread may declare its queues a moment after its /health answers
+# (the original lab's does, and slower on a loaded machine): a queue missing within this
+# long of the lab's start is waited for, not yet a contract gap.
+DECLARE_GRACE_S = 10.0
 
 
 @dataclass
@@ -79,6 +86,10 @@ STATE_PATHS = {  # field: (service, path, shape check)
 # on past a scenario's own bound while notifications keep coming, at most STALL_S apart.
 THROUGHPUT_FLOOR = 5.0
 STALL_S = 15.0
+# Nothing notified for STALL_S while the broker held nothing on the way to a notification
+# for QUIET_S of it (read through the management API, ready and unacked): nothing more
+# can come, and the wait ends before the scenario's own bound (docs/contract.md).
+QUIET_S = 5.0
 GAPS_FILE = "contract_gaps.json"
 OBSERVED_FILE = "observed.json"  # optional features seen in use (e.g. status updates)
 
@@ -111,6 +122,7 @@ class Run:
         self.timeline = Timeline()
         self.t0 = self.timeline.t0
         self.lab: Lab | None = None
+        self.started = self.t0  # when the lab's services were all up (set by __enter__)
         self.sampler: QueueSampler | None = None
         self.faults: Faults | None = None
         # Services found dead when the state was read: name -> (exit code, log tail).
@@ -126,6 +138,7 @@ class Run:
                            workdir=self.run_dir / "services")
             self._stack.callback(self._close_lab)
             self.lab.start()
+            self.started = time.monotonic()
             self.sampler = QueueSampler(self.broker, lambda: self.lab.amqp_url, self.lab.vhost,
                                         self.t0,
                                         interval=self.sample_interval)
@@ -165,12 +178,19 @@ class Run:
 
     # ---- driving ---------------------------------------------------------------------------
 
-    def place(self, spec: LoadSpec) -> pd.DataFrame:
+    def place(self, spec: LoadSpec, stop: threading.Event | None = None) -> pd.DataFrame:
         """Drive load against the order service; rows are times since the run started."""
         spec.progress = spec.progress and self.progress
-        load = place_orders(self.lab.url("order"), spec, t0=self.t0)
+        load = place_orders(self.lab.url("order"), spec, t0=self.t0, stop=stop)
         self._note_refusals(load)
         return load
+
+    def place_in_background(self, spec: LoadSpec) -> BackgroundLoad:
+        """Start placing orders on a thread; `.join()` returns the rows. The run stops it
+        when it ends, so a scenario that raised leaves no loader behind."""
+        loader = BackgroundLoad(lambda stop: self.place(spec, stop=stop))
+        self._stack.callback(loader.stop)
+        return loader.start()
 
     def _note_refusals(self, load: pd.DataFrame) -> None:
         # Every order refused with a 4xx, or answered 2xx without an order_id: the
@@ -202,7 +222,7 @@ class Run:
             return True
         start = time.monotonic()
         cap = max(timeout, timeout + len(wanted) / THROUGHPUT_FLOOR)
-        progress = {"n": -1, "at": start}
+        progress: dict[str, Any] = {"n": -1, "at": start, "quiet_since": None}
 
         def done() -> str | None:
             if any(not s.running for s in self.lab.services.values()):
@@ -212,9 +232,19 @@ class Run:
             if n == len(wanted):
                 return "all notified"
             if n > progress["n"]:
-                progress.update(n=n, at=now)
-            if now - start > timeout and now - progress["at"] > STALL_S:
+                progress.update(n=n, at=now, quiet_since=None)
+            idle = now - progress["at"]
+            if now - start > timeout and idle > STALL_S:
                 return f"stalled at {n} of {len(wanted)}"
+            if idle > STALL_S - QUIET_S:
+                held = self._broker_holds()
+                if held != 0:
+                    progress["quiet_since"] = None
+                elif progress["quiet_since"] is None:
+                    progress["quiet_since"] = now
+                if (idle > STALL_S and progress["quiet_since"] is not None
+                        and now - progress["quiet_since"] >= QUIET_S):
+                    return f"stalled at {n} of {len(wanted)}, the broker holding nothing more"
             return None
 
         try:
@@ -226,12 +256,21 @@ class Run:
             log.warning("waiting for %d notifications: %s", len(wanted), why)
         return why == "all notified"
 
+    def _broker_holds(self) -> int | None:
+        """Messages the broker holds on their way to a notification (every queue but the
+        DLQ, the optional ones and the harness's own), or None when it cannot tell."""
+        from harness.brokers import management
+        return management.messages_held(self.broker, self.lab.vhost or "/", lambda q: (
+            q == topo.DLQ or q.startswith("harness.")
+            or q.split(".retry.")[0] in topo.OPTIONAL_QUEUES))
+
     def wait_depth(self, queue: str, predicate: Any, timeout: float, what: str) -> int:
         """Wait (bounded) until a queue's ready count satisfies `predicate`; return it."""
         def probe():
             n = amqp.depth(self.lab.amqp_url, queue)
             return (n,) if predicate(n) else None
         try:
+            self._until_declared(queue)
             return wait_until(probe, timeout, what)[0]
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 404:
@@ -240,6 +279,19 @@ class Run:
             # scenario may pass over (nothing will ever be counted in a missing queue).
             self.gap(f"queue '{queue}'", "does not exist", ("dlq",) if queue == topo.DLQ else ())
             raise QueueMissing(f"queue '{queue}' does not exist (waiting for {what})") from None
+
+    def _until_declared(self, queue: str) -> None:
+        """Wait, until DECLARE_GRACE_S after the lab's start, for a queue the services may
+        not have declared yet; past that a missing queue raises at once (404)."""
+        def declared() -> bool:
+            try:
+                amqp.depth(self.lab.amqp_url, queue)
+                return True
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404 or time.monotonic() >= self.started + DECLARE_GRACE_S:
+                    raise
+                return False
+        wait_until(declared, DECLARE_GRACE_S + 1, f"queue '{queue}' declared", interval=0.2)
 
     # ---- judging -----------------------------------------------------------------------------
 

@@ -287,6 +287,33 @@ def test_lost_orders_mostly_without_a_trace_after_a_kill_blame_the_early_ack():
     assert "1 more have an outcome in the ledger (e.g. B)" in found.evidence
 
 
+def test_a_lost_order_cause_never_cites_a_ledger_or_dlq_it_could_not_read():
+    """The original lab: no GET /reservations, no DLQ. A kill came first; the evidence says
+    what could not be looked at instead of calling it empty."""
+    s = state()
+    s["notifications"] = [n for n in s["notifications"] if n["order_id"] != "A"]
+    s["ledger"] = {"reservations": [], "outcomes": []}
+    neither = judge(s, facts={"timeline": KILL, "unknown": ["dlq", "ledger"]}).facts
+    found = explain("lost", ["A"], neither)
+    assert found.key == "ack_before_work" and "no ledger row" not in found.evidence
+    assert "neither the ledger, GET /reservations, nor a DLQ could be read" in found.evidence
+    no_dlq = explain("lost", ["A"], judge(s, facts={"timeline": KILL, "unknown": ["dlq"]}).facts)
+    assert "no ledger row for any of them (there is no DLQ to look in)" in no_dlq.evidence
+    # With no kill and nothing readable, no cause is guessed at all.
+    assert explain("lost", ["A"], judge(s, facts={"unknown": ["dlq", "ledger"]}).facts) is None
+
+
+def test_orders_notified_twice_because_decided_twice_after_a_restart_are_one_cause():
+    s = state()
+    s["notifications"].append({"order_id": "A", "status": "RESERVED"})
+    restart = [{"t": 1.0, "kind": "restart", "target": "inventory", "detail": "SIGTERM"}]
+    v = judge(s, facts={"timeline": restart, "decided_twice": ["A"]})
+    found = explain("duplicate_notifications", ["A"], v.facts)
+    assert found.key == "record_lost_in_restart" and "decided twice" in found.evidence
+    # Without the tap's evidence the notifier's own idempotency is what is asked about.
+    assert cause_of(judge(s), "duplicate_notifications") == "notifier_not_idempotent"
+
+
 def test_a_flipped_failed_order_with_ledger_lines_was_reserved_anew_not_answered_fresh():
     s = state()
     s["ledger"]["reservations"].append({"order_id": "C", "item_id": "item_3", "quantity": 1})
@@ -401,3 +428,13 @@ def test_what_could_not_be_read_is_not_judged_rather_than_passed():
     assert v.valid and v.counts["stock_conserved"] is None
     rows = invariant_checks("x", "tried", v)
     assert {r.key for r in rows} == {"lost", "duplicate_notifications", "valid_in_dlq"}
+
+
+def test_the_chaos_checker_leaves_unjudged_what_a_dead_inventory_hid():
+    """Naive at full size: its inventory was down when the state was read (empty inventory):
+    stock is not judged, never a KeyError that loses the whole chaos card."""
+    s = state()
+    obs = chaos_obs(s)
+    obs.inventory = {}
+    v = check_chaos(obs)
+    assert v.counts["stock_conserved"] is None and "stock_conserved" not in v.evidence

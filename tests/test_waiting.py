@@ -40,3 +40,23 @@ def test_wait_until_returns_the_condition_value_or_times_out_with_detail():
     assert wait_until(lambda: 42, 1, "a value") == 42
     with pytest.raises(WaitTimeout, match="(?s)never.*why not"):
         wait_until(lambda: None, 0.05, "never", detail=lambda: "why not")
+
+
+def test_a_stopped_background_load_sends_nothing_more_and_its_thread_ends():
+    """A scenario that raises stops its loader: no order placed (retried for a minute here)
+    into whatever listens on that port next."""
+    import socket
+
+    from harness.load import BackgroundLoad, LoadSpec, place_orders
+    with socket.socket() as s:  # a port nothing listens on: every attempt is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = LoadSpec(orders=20, concurrency=2, retry_unavailable_for=60.0, progress=False)
+    loader = BackgroundLoad(lambda stop: place_orders(f"http://127.0.0.1:{port}", spec,
+                                                      stop=stop)).start()
+    loader.stop()
+    load = loader.join()
+    assert not load["accepted"].any() and len(load) == 20
+    # Orders not yet sent when it stopped are marked so, and never sent.
+    assert set(load.loc[load["attempts"] == 0, "error"]) <= {"stopped"}
+    assert (load["attempts"] <= 2).all()

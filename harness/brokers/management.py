@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
+log = logging.getLogger(__name__)
 _local = threading.local()
 
 
@@ -44,6 +47,19 @@ def queues(broker: Any, vhost: str = "/") -> list[dict[str, Any]]:
     """Statistics of every queue in a vhost (depth, unacked, consumers, rates)."""
     cols = "name,messages,messages_ready,messages_unacknowledged,consumers,arguments,type"
     return _api(broker, "GET", f"/queues/{quote(vhost, safe='')}", params={"columns": cols}).json()
+
+
+def messages_held(broker: Any, vhost: str, ignore: Callable[[str], bool]) -> int | None:
+    """Messages ready or unacked in a vhost's queues but those `ignore` names, or None when
+    the broker has no management API or it did not answer (never a guess of 0)."""
+    if not getattr(broker, "management_url", None):
+        return None
+    try:
+        rows = queues(broker, vhost)
+    except Exception as exc:  # no statistics: the caller waits its bound out
+        log.debug("management queues: %s", exc)
+        return None
+    return sum(int(q.get("messages") or 0) for q in rows if not ignore(q["name"]))
 
 
 def publish(broker: Any, vhost: str, exchange: str, routing_key: str, body: bytes,

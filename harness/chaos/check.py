@@ -207,7 +207,8 @@ def check_chaos(obs: ChaosObservation) -> Verdict:
     })
     if obs.redeliveries:
         found["poison_loop"] = poison_loops(obs.redeliveries)
-    doubles = len(found["double_reservations"])
+    # A check not judged (no ledger, or an inventory that could not be read) is not found.
+    doubles = len(found.get("double_reservations", []))
     stock_vs_ledger = items_not_conserved(obs.inventory, reservations)
     counts: dict[str, Any] = {
         "requests": len(obs.requests),
@@ -225,9 +226,11 @@ def check_chaos(obs: ChaosObservation) -> Verdict:
         # the redelivery again. Reported, not judged: nothing is lost or done twice by it.
         "dlq_repeated": sum(n - 1 for t, n in dead_tags.items() if t is not None and n > 1),
         **{k: len(v) for k, v in found.items()},
-        "stock_conserved": not found["stock_conserved"],
+        "stock_conserved": (not found["stock_conserved"]) if "stock_conserved" in found
+        else None,
         # One figure for "stock taken twice or wrongly" (README): reported, the parts judged.
-        "reserved_twice": doubles + len(stock_vs_ledger) + len(found["outcomes_vs_ledger"]),
+        "reserved_twice": doubles + len(stock_vs_ledger)
+        + len(found.get("outcomes_vs_ledger", [])),
         "ghosts_unaccepted": len(ghost_unaccepted),
         "ghosts_404": len(ghost_404),
         "http_5xx": sum(five.values()),

@@ -32,7 +32,7 @@ ADVICE = {
                     "answer a duplicate with the outcome already decided",
     "dead_lettered": "a valid order was dead-lettered by its handler: only a message that can "
                      "never be handled belongs in the DLQ",
-    "ack_before_work": "nothing of these orders reached the ledger or the DLQ, and a kill or "
+    "ack_before_work": "these orders left no trace where one was looked for, and a kill or "
                        "restart came first: did you ack before the work was done, publish "
                        "without confirms, or publish transient messages?",
     "outcome_not_delivered": "the inventory decided these orders but their outcome never "
@@ -44,6 +44,9 @@ ADVICE = {
                         "left the old connection open with its unacked deliveries; close the "
                         "old connection before reconnecting, make /health fail when the "
                         "consumer is gone, and never let one message end the consumer",
+    "consumer_gone": "the consuming thread ended with the lost connection and nothing started "
+                     "it again (or /health does not look at it): reconnect and consume again "
+                     "after a connection error, and make /health fail while nothing consumes",
     "consumer_dead": "a consumer was not running (or not healthy) at the end: a service must "
                      "survive bad input and broker loss, and keep consuming",
     "never_processed": "these orders never reached the inventory's ledger and were never "
@@ -247,12 +250,28 @@ def _explain_lost(ids: list[str], facts: dict[str, Any]) -> Cause | None:
         also = (f"; {len(decided)} more have an outcome in the ledger (e.g. {decided[0]}) "
                 "but were never notified" if decided else "")
         which = "any of them" if not decided else f"{len(untraced)} of them"
-        return _cause("ack_before_work", f"no ledger row and no DLQ copy for {which}{also}, "
-                                         f"after {', '.join(kills[:3])}")
-    if facts.get("ledger") is not None:
+        return _cause("ack_before_work", f"{_no_trace(facts, which)}{also}, after "
+                                         f"{', '.join(kills[:3])}")
+    unread = set(facts.get("unknown") or ())
+    if facts.get("ledger") is not None and not unread & {"ledger", "dlq"}:
         return _cause("never_processed", "no ledger row and no DLQ copy for any of them, and "
                                          "no kill or restart in the run")
     return None
+
+
+def _no_trace(facts: dict[str, Any], which: str) -> str:
+    """'no ledger row and no DLQ copy for <which>', saying only what was looked at: a ledger
+    or a DLQ that could not be read (a contract gap) is named as such, never as empty."""
+    unknown = set(facts.get("unknown") or ())
+    ledger, dlq = "ledger" not in unknown, "dlq" not in unknown
+    if ledger and dlq:
+        return f"no ledger row and no DLQ copy for {which}"
+    if ledger:
+        return f"no ledger row for {which} (there is no DLQ to look in)"
+    if dlq:
+        return f"no DLQ copy for {which} (the ledger, GET /reservations, could not be read)"
+    return (f"no trace of {which} could be looked for (neither the ledger, GET /reservations, "
+            "nor a DLQ could be read)")
 
 
 def explain(key: str, ids: list[str], facts: dict[str, Any]) -> Cause | None:
@@ -279,7 +298,16 @@ def explain(key: str, ids: list[str], facts: dict[str, Any]) -> Cause | None:
         return _cause("no_duplicate_check", f"{len(ids)} orders with two ledger lines for one "
                                             "item, no restart of the inventory in the run")
     if key == "duplicate_notifications":
-        return _cause("notifier_not_idempotent", f"{len(ids)} orders notified more than once")
+        twice = sorted(set(ids) & set(facts.get("decided_twice") or ()))
+        if not twice:
+            return _cause("notifier_not_idempotent", f"{len(ids)} orders notified more than once")
+        kills = [k for k in _kills(facts) if "inventory" in k or "broker" in k]
+        if not kills:  # decided twice with no restart: the duplicate rows name why
+            return None
+        return _cause("record_lost_in_restart", f"{len(twice)} of them were decided twice "
+                                                "(two outcome events with different event ids "
+                                                f"on inventory_events, e.g. {twice[0]}), after "
+                                                f"{', '.join(kills[:3])}")
     if key in ("stock_negative", "failed_iff_short"):
         negative = [i for i, v in (facts.get("inventory") or {}).items()
                     if v.get("stock", 0) < 0]

@@ -83,13 +83,18 @@ def timing_markdown() -> str:
     """The contract's throughput floor and the grader's time bounds, from the code."""
     from harness.lab import LabConfig
     from harness.lab.service import PORT_GRACE_S
-    from harness.runner import STALL_S, THROUGHPUT_FLOOR
+    from harness.runner import QUIET_S, STALL_S, THROUGHPUT_FLOOR
     return (f"- **Throughput floor**: each service handles at least {THROUGHPUT_FLOOR:g} "
             f"orders per second ({1000 / THROUGHPUT_FLOOR:.0f} ms per order) under the "
             "scenarios' load. The harness waits for notifications for as long as this floor "
             f"allows, and past a scenario's own bound for as long as notifications keep "
             f"arriving (at most {STALL_S:g} s apart): a slower implementation is waited for "
-            "while it makes progress; one that stops is not.\n"
+            "while it makes progress; one that stops is not. Once nothing has been notified "
+            f"for {STALL_S:g} s while the broker held nothing on its way to a notification "
+            "(ready or unacked, in any queue but the DLQ and the optional ones) for the last "
+            f"{QUIET_S:g} s of them, the wait ends before the scenario's own bound: an "
+            "accepted order kept outside the broker (an outbox) is published within "
+            f"{STALL_S:g} s of the broker taking connections.\n"
             f"- **Start-up**: a service opens its HTTP port within {PORT_GRACE_S:g} s and "
             f"answers `200` on its health path within {LabConfig().health_timeout:g} s; "
             "otherwise the grade stops at once with its log tail and whether the port was "

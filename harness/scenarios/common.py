@@ -34,10 +34,12 @@ def broker_for(broker: Any) -> Iterator[Any]:
 
 
 def facts(run: Run, state: RunState) -> dict[str, Any]:
-    """What the causes read besides the state: the fault timeline, health, deaths, and the
-    messages still waiting in each consumed queue (a live but stalled consumer leaves some)."""
+    """What the causes read besides the state: the fault timeline, health, deaths, the
+    messages still waiting in each consumed queue (a live but stalled consumer leaves some),
+    and what could not be read (a cause never cites a ledger or a DLQ it did not see)."""
     return {"timeline": list(run.timeline.rows), "health": dict(state.health),
-            "died": dict(run.died), "queues_left": queues_left(run)}
+            "died": dict(run.died), "queues_left": queues_left(run),
+            "unknown": sorted(state.unknown)}
 
 
 def queues_left(run: Run) -> dict[str, int]:

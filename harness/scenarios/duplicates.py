@@ -68,7 +68,9 @@ def duplicates(broker: Any = None, *, orders: int = 10, restart: bool = False,
         state = run.collect()
         seen = set(double_reservations((state.ledger or {}).get("reservations") or [])) & ids
         accepted = [o["order_id"] for o in state.orders]
-        verdict = judge(run, state, accepted, must_stay_failed=failed_before)
+        # Orders the tap saw decided twice: their doubled notifications are no redelivery.
+        verdict = judge(run, state, accepted, must_stay_failed=failed_before,
+                        more_facts={"decided_twice": tap.decided_twice(ids)})
         load = pd.DataFrame({"order_id": accepted, "accepted": True, "http_ms": float("nan")})
         table = pd.DataFrame(rows).assign(mode=run.impl.name)
         summary = DuplicatesSummary(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,11 +195,9 @@ def failover(broker: Broker | None = None, *, orders: int = 900, rate: float = 3
         nodes = [n.name for n in cluster.nodes]
         spec = LoadSpec(orders=orders, rate=rate, concurrency=8, seed=41,
                         retry_unavailable_for=60.0, description="orders through a failover")
-        box: dict[str, pd.DataFrame] = {}
         with ClusterWatch(cluster, topo.QUEUE_ORDER_PLACED, vhost, run.lab.services,
                           run.t0) as watch:
-            loader = threading.Thread(target=lambda: box.update(load=run.place(spec)))
-            loader.start()
+            loader = run.place_in_background(spec)
             run.hold(kill_after_s)  # let the stream establish itself first
             old = cluster.leader(topo.QUEUE_ORDER_PLACED, vhost)
             victim = cluster.node_named(old)
@@ -221,8 +218,7 @@ def failover(broker: Broker | None = None, *, orders: int = 900, rate: float = 3
             cluster.start_node(victim)
             run.timeline.record("ready", f"node {nodes.index(old) + 1}", "rejoined")
             cut = _partition_leader(run, cluster, vhost, nodes, partition_s)
-            loader.join()
-            load = box["load"]
+            load = loader.join()
             accepted = load.loc[load["accepted"], "order_id"].tolist()
             run.wait_notified(accepted, timeout=90)
             run.hold(1.0)  # a few more watch samples after the dust settles

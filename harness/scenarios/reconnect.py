@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from harness import amqp
+from harness.grading.causes import ADVICE
 from harness.invariants import Check, Verdict, invariant_checks
 from harness.lab import LabConfig
 from harness.lab.impl import Impl
@@ -20,6 +22,7 @@ from harness.scenarios.common import PLENTY, broker_for, finish, judge
 from harness.scenarios.held_outcomes import HeldOutcomes, hold_outcomes_through_restart
 from harness.scenarios.registry import Scenario, register
 from harness.scenarios.summary import ReconnectSummary
+from harness.waiting import WaitTimeout, wait_until
 from lab_services import topology as topo
 
 
@@ -44,19 +47,19 @@ def reconnect(broker: Any = None, *, orders: int = 300, rate: float = 40.0,
 def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str,
          held_orders: int) -> ScenarioResult:
     pids = {n: s.proc.pid for n, s in run.lab.services.items()}
-    result_box: dict[str, pd.DataFrame] = {}
     spec = LoadSpec(orders=orders, rate=rate, concurrency=8, seed=31,
                     retry_unavailable_for=60.0, description="orders through an outage")
-    loader = threading.Thread(target=lambda: result_box.update(load=run.place(spec)))
-    loader.start()
+    loader = run.place_in_background(spec)
     run.wait_depth(topo.QUEUE_ORDER_PLACED, lambda n: True, 5, "broker reachable")
     run.hold(outage_after_s)  # let the stream establish itself before the outage
+    consumed = consumed_queues(run)
     if how == "kill":
         run.faults.kill_broker()
     else:
         run.faults.stop_broker()
     run.faults.start_broker()
     run.timeline.record("ready", "broker", "takes connections again")
+    back_at = time.monotonic()
     unhealthy = []
     for name, svc in run.lab.services.items():
         try:
@@ -64,8 +67,7 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str,
             run.timeline.record("healthy", name, "reconnected")
         except RuntimeError:  # ServiceFailed: it died, or never answered again
             unhealthy.append(name)
-    loader.join()
-    load = result_box["load"]
+    load = loader.join()
     accepted = load.loc[load["accepted"], "order_id"].tolist()
     run.wait_notified(accepted, timeout=60)
     # Judged now: the step below restarts the notification service on purpose.
@@ -74,6 +76,10 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str,
     reconnects = {n: (svc.health() or {}).get("reconnects")
                   for n, svc in run.lab.services.items()}
     gone = [n for n in pids if n in unhealthy or not run.lab.services[n].running]
+    # /health answering 200 is not a reconnect: a consumer whose thread died with the old
+    # connection leaves its queue without a consumer while its service says ok.
+    unconsumed = no_consumer_again(run, consumed, [n for n in pids if n not in gone],
+                                   back_at + RECONSUME_S)
     held = HeldOutcomes(skipped="not asked for")
     if held_orders:
         held = hold_outcomes_through_restart(run, held_orders)
@@ -112,12 +118,7 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str,
              f"{outage_after_s:g} s, then started it again (refused orders were retried); "
              + held.tried())
     result.checks = [
-        Check("reconnect", "services reconnect by themselves", tried,
-              "every service process survives the outage and is healthy again",
-              "every service reconnected on its own" if not gone and same_pids else
-              f"{', '.join(gone) or 'a service'} did not come back by itself after the broker "
-              "restart: catch the connection error and connect again (with a backoff)",
-              not gone and same_pids, {"unhealthy": gone}, "throughput"),
+        reconnect_check(tried, gone, same_pids, unconsumed),
         *invariant_checks("reconnect", tried, verdict, chart="throughput", hints={
             "lost": "{n} orders answered 201 were never notified across the broker restarts "
                     "({ids}): were they published without publisher confirms or as "
@@ -125,6 +126,58 @@ def _run(run: Run, orders: int, rate: float, outage_after_s: float, how: str,
             only=("lost", "duplicate_notifications", "double_reservations", "stock_conserved")),
     ]
     return finish(run, result)
+
+
+# How long after the broker is back a service may take to consume again (its backoff).
+RECONSUME_S = 15.0
+
+
+def consumed_queues(run: Run) -> list[str]:
+    """The contract's consumed queues that have a consumer now."""
+    return [q for q in topo.QUEUE_OWNERS if amqp.consumers(run.lab.amqp_url, q)]
+
+
+def no_consumer_again(run: Run, consumed: list[str], alive: list[str],
+                      deadline: float) -> list[str]:
+    """Of the queues consumed before the outage whose service is still up, those without a
+    consumer after it, waited for until `deadline` (monotonic): a reconnect with backoff
+    takes a moment, and the wait for the orders has usually given it that already."""
+    wanted = [q for q in consumed if topo.owner_of(q) in alive]
+
+    def missing() -> list[str]:
+        return [q for q in wanted if not amqp.consumers(run.lab.amqp_url, q)]
+    try:
+        wait_until(lambda: not missing(), max(0.0, deadline - time.monotonic()),
+                   "consumers back on their queues")
+        return []
+    except WaitTimeout:
+        return missing()
+
+
+def reconnect_check(tried: str, gone: list[str], same_pids: bool,
+                    unconsumed: list[str]) -> Check:
+    """The 'services reconnect by themselves' row: processes alive and healthy, and every
+    queue consumed before the outage consumed again."""
+    ok = not gone and same_pids and not unconsumed
+    if ok:
+        happened = ("every service reconnected on its own: each is healthy and each queue "
+                    "consumed before the outage has a consumer again")
+    elif gone or not same_pids:
+        happened = (f"{', '.join(gone) or 'a service'} did not come back by itself after the "
+                    "broker restart: catch the connection error and connect again (with a "
+                    "backoff)")
+    else:
+        owners = sorted({topo.owner_of(q) or "?" for q in unconsumed})
+        happened = (f"nothing consumes {', '.join(unconsumed)} since the broker restart, while "
+                    f"the {' and '.join(owners)} service{'s' if len(owners) > 1 else ''} "
+                    "answered /health with 200. Evidence: the broker counted a consumer on "
+                    f"each before the outage and none after, {RECONSUME_S:.0f} s and more "
+                    "after it took connections again (and after every order had been waited "
+                    f"for). Likely cause: {ADVICE['consumer_gone']}")
+    return Check("reconnect", "services reconnect by themselves", tried,
+                 "every service process survives the outage, is healthy again and consumes "
+                 "again", happened, ok, {"unhealthy": gone, "unconsumed": unconsumed},
+                 "throughput", cause=None if ok or gone or not same_pids else "consumer_gone")
 
 
 register(Scenario("reconnect", reconnect, black_box=True, needs_restartable_broker=True,
