@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from harness.lab.impl import Impl, resolve
 from harness.load import BackgroundLoad, LoadSpec, place_orders
 from harness.observe import QueueSampler, Timeline, latency_frame, percentiles
 from harness.reporting.results import keep_logs, run_folder
+from harness.run_state import STATE_PATHS, RunState
 from harness.waiting import WaitTimeout, wait_until
 from lab_services import topology as topo
 
@@ -40,47 +40,6 @@ class QueueMissing(WaitTimeout):
 DECLARE_GRACE_S = 10.0
 
 
-@dataclass
-class RunState:
-    """Everything the services and the DLQ hold at the end of a run."""
-
-    orders: list[dict[str, Any]]
-    inventory: dict[str, Any]
-    ledger: dict[str, Any]
-    notifications: list[dict[str, Any]]
-    dlq: list[dict[str, Any]]
-    health: dict[str, Any] = field(default_factory=dict)
-    # What could not be read (a contract gap): "orders", "inventory", "ledger",
-    # "notifications", "dlq". A check that needs one of these is not judged.
-    unknown: set[str] = field(default_factory=set)
-
-
-# How each part of the state is read, and the shape the contract gives it.
-def _orders_shape(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(o, dict) and "order_id" in o for o in v)
-
-
-def _inventory_shape(v: Any) -> bool:
-    return isinstance(v, dict) and all(isinstance(i, dict) and {"initial", "stock"} <= set(i)
-                                       for i in v.values())
-
-
-def _ledger_shape(v: Any) -> bool:
-    rows = v.get("reservations") if isinstance(v, dict) else None
-    return isinstance(rows, list) and all(
-        isinstance(r, dict) and {"order_id", "item_id", "quantity"} <= set(r) for r in rows)
-
-
-def _notes_shape(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(n, dict) and "order_id" in n for n in v)
-
-
-STATE_PATHS = {  # field: (service, path, shape check)
-    "orders": ("order", "/orders", _orders_shape),
-    "inventory": ("inventory", "/inventory", _inventory_shape),
-    "ledger": ("inventory", "/reservations", _ledger_shape),
-    "notifications": ("notification", "/notifications", _notes_shape),
-}
 # The contract's throughput floor: an implementation must decide and notify at least this
 # many orders per second (docs/contract.md). Waits for notifications scale with it, and go
 # on past a scenario's own bound while notifications keep coming, at most STALL_S apart.

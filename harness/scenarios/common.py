@@ -11,7 +11,8 @@ from harness import amqp
 from harness.invariants import Check, Verdict, check_run
 from harness.load import LoadSpec
 from harness.reporting.results import ScenarioResult
-from harness.runner import Run, RunState
+from harness.run_state import RunState
+from harness.runner import Run
 from lab_services import topology as topo
 
 log = logging.getLogger(__name__)
