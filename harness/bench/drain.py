@@ -7,16 +7,15 @@ import logging
 import signal
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 from harness import amqp
+from harness.bench import topology_vhost
 from harness.bench.floor import run_floor
 from harness.brokers import Broker
-from harness.brokers import management as admin
 from harness.brokers.procs import rss_mb
-from harness.lab import Lab, LabConfig, with_vhost
+from harness.lab import Lab, LabConfig
 from harness.lab.impl import Impl
 from harness.load import LoadSpec, order_mix
 from harness.waiting import Periodic, wait_until
@@ -49,18 +48,11 @@ def _wait_backlog(amqp_url: str, n: int) -> None:
 def floor_drain(broker: Broker, backlog: int, prefetch: int = 200,
                 synchronous: str = "FULL") -> dict[str, Any]:
     """The plain-pika inventory draining `backlog` orders, in a vhost of its own."""
-    vhost = f"bench-floor-{uuid.uuid4().hex[:8]}"
-    admin.create_vhost(broker, vhost)
-    try:
-        url = with_vhost(broker.amqp_url, vhost)
-        with amqp.channel(url) as ch:
-            topo.build_topology("classic").declare(ch)
+    with topology_vhost(broker, "bench-floor") as url:
         _publish_backlog(url, backlog)
         _wait_backlog(url, backlog)
         with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
             result = run_floor(url, Path(tmp) / "floor.sqlite", backlog, prefetch, synchronous)
-    finally:
-        admin.delete_vhost(broker, vhost)
     return {"backlog": backlog, "prefetch": prefetch, "drain_rate_msg_s": round(result.rate, 1),
             "seconds": round(result.seconds, 3), "bursts": result.bursts}
 

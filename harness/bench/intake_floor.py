@@ -32,11 +32,9 @@ import pika
 import requests
 from flask import Flask, jsonify, request
 
-from harness import amqp
+from harness.bench import topology_vhost
 from harness.bench.intake import status_mix
 from harness.brokers import Broker
-from harness.brokers import management as admin
-from harness.lab import with_vhost
 from harness.ports import free_ports
 from harness.waiting import wait_until
 from lab_services import topology as topo
@@ -113,34 +111,27 @@ def floor_threads() -> int:
 @contextmanager
 def running_floor(broker: Broker, folder: Path, synchronous: str = "FULL") -> Iterator[str]:
     """The floor as a process of its own in a vhost of its own; yields its base URL."""
-    vhost = f"bench-intake-{uuid.uuid4().hex[:8]}"
-    admin.create_vhost(broker, vhost)
-    try:
-        url = with_vhost(broker.amqp_url, vhost)
-        with amqp.channel(url) as ch:
-            topo.build_topology("classic").declare(ch)
-        with tempfile.TemporaryDirectory(prefix="bench-intake-floor-") as tmp:
-            port = free_ports(1)[0]
-            log_path = folder / "intake-floor.log"
-            with open(log_path, "ab") as log_file:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "harness.bench.intake_floor", "--amqp-url", url,
-                     "--port", str(port), "--store", str(Path(tmp) / "floor.sqlite"),
-                     "--threads", str(floor_threads()), "--synchronous", synchronous],
-                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            try:
-                base = f"http://127.0.0.1:{port}"
-                wait_until(lambda: proc.poll() is not None or _answers(base + "/health"), 60,
-                           "the intake floor listening")
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the intake floor exited {proc.returncode}; see "
-                                       f"{log_path}")
-                yield base
-            finally:
-                proc.kill()
-                proc.wait(timeout=30)
-    finally:
-        admin.delete_vhost(broker, vhost)
+    with topology_vhost(broker, "bench-intake") as url, \
+            tempfile.TemporaryDirectory(prefix="bench-intake-floor-") as tmp:
+        port = free_ports(1)[0]
+        log_path = folder / "intake-floor.log"
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.bench.intake_floor", "--amqp-url", url,
+                 "--port", str(port), "--store", str(Path(tmp) / "floor.sqlite"),
+                 "--threads", str(floor_threads()), "--synchronous", synchronous],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: proc.poll() is not None or _answers(base + "/health"), 60,
+                       "the intake floor listening")
+            if proc.poll() is not None:
+                raise RuntimeError(f"the intake floor exited {proc.returncode}; see "
+                                   f"{log_path}")
+            yield base
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def intake_targets(it: dict[str, Any]) -> list[dict[str, Any]]:
