@@ -27,13 +27,11 @@ from harness.brokers.base import (
     amqp_url_for,
     env,
 )
-from harness.brokers.plugin_dir import minimal_plugins_dir
 from harness.ports import free_ports, port_free
 
 log = logging.getLogger(__name__)
 
 DEBIAN_RELEASE_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-ENABLED_PLUGINS = ("rabbitmq_management",)
 
 
 def _is_debian_wrapper(path: Path) -> bool:
@@ -170,9 +168,7 @@ class LocalBroker(Broker):
         if not cookie_file.exists():  # kept across restarts: rabbitmqctl needs the same one
             cookie_file.write_text(cookie or secrets.token_hex(16))
             cookie_file.chmod(0o400)
-        (b / "enabled_plugins").write_text(f"[{','.join(ENABLED_PLUGINS)}].\n")
-        self.plugins_dir = minimal_plugins_dir(self.server_script, ENABLED_PLUGINS,
-                                               b / "plugins")
+        (b / "enabled_plugins").write_text("[rabbitmq_management].\n")
         (b / "rabbitmq-env.conf").write_text("")
         (b / "advanced.config").write_text("[].\n")
         (b / "rabbitmq.conf").write_text(
@@ -211,7 +207,6 @@ class LocalBroker(Broker):
             RABBITMQ_CONFIG_FILES=str(b / "conf.d"),  # not /etc/rabbitmq/conf.d
             RABBITMQ_ADVANCED_CONFIG_FILE=str(b / "advanced.config"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(b / "enabled_plugins"),
-            **({"RABBITMQ_PLUGINS_DIR": str(self.plugins_dir)} if self.plugins_dir else {}),
             RABBITMQ_CONF_ENV_FILE=str(b / "rabbitmq-env.conf"),
             RABBITMQ_PID_FILE=str(b / "rabbitmq.pid"),
             # Distribution and epmd on our address only; both listen on 0.0.0.0 otherwise.
