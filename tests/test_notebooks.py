@@ -291,7 +291,13 @@ def run_notebook(name: str, tmp_path: Path,
     # socket's path is limited to about 100 bytes.
     from jupyter_client.manager import KernelManager
     sockets = tempfile.mkdtemp(prefix="nbk")
-    km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "k"))
+    # A kernel asked to shut down gets 60 s, not jupyter_client's 5, before SIGKILL: a
+    # notebook that failed before its broker.close() leaves the teardown to atexit, and a
+    # cluster's (three nodes, their epmds, their namespaces) can take longer than 5 s. A
+    # trial run's failed notebook 11 left a node, three epmds and three namespaces behind,
+    # as a teardown killed mid-way would (not proven to be the cause).
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "k"),
+                       shutdown_wait_time=60.0)
     client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})
 
