@@ -35,7 +35,7 @@ from flask import Flask, jsonify, request
 from harness.bench import topology_vhost
 from harness.bench.intake import status_mix
 from harness.brokers import Broker
-from harness.ports import free_ports
+from harness.ports import free_ports, release_ports
 from harness.waiting import wait_until
 from lab_services import topology as topo
 from lab_services.settings import load
@@ -132,6 +132,7 @@ def running_floor(broker: Broker, folder: Path, synchronous: str = "FULL") -> It
         finally:
             proc.kill()
             proc.wait(timeout=30)
+            release_ports([port])
 
 
 def intake_targets(it: dict[str, Any]) -> list[dict[str, Any]]:

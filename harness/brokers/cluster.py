@@ -36,7 +36,7 @@ from harness.brokers import procs
 from harness.brokers.base import Broker, BrokerError, BrokerSettings
 from harness.brokers.local import LocalBroker
 from harness.brokers.netns import NetnsNetwork
-from harness.ports import free_ports, port_free
+from harness.ports import free_ports, port_free, release_ports
 from harness.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -256,6 +256,7 @@ class LocalCluster(Broker):
                 self.network.destroy()
             if self._own_dir:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
+            release_ports(self._ports)
 
     def leftovers(self) -> dict[str, Any]:
         """What is still alive of this cluster (also after close): pids and busy ports."""

@@ -14,7 +14,7 @@ from harness.brokers.base import (
     amqp_url_for,
     short,
 )
-from harness.ports import free_ports
+from harness.ports import free_ports, release_ports
 
 
 def docker_available(timeout: float = 2.0) -> tuple[bool, str]:
@@ -147,3 +147,4 @@ class DockerBroker(Broker):
         """Remove the container with its anonymous volumes."""
         with contextlib.suppress(Exception):
             self._container.stop()  # testcontainers: remove(force=True, v=True)
+        release_ports((self.amqp_port, self.management_port))

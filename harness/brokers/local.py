@@ -27,7 +27,7 @@ from harness.brokers.base import (
     amqp_url_for,
     env,
 )
-from harness.ports import free_ports, port_free
+from harness.ports import free_ports, port_free, release_ports
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,9 @@ class LocalBroker(Broker):
         else:
             self.base_dir = Path(workdir).resolve()
             self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._reserved: list[int] = []  # ports we picked, given back at close
         if ports is None or epmd_port is None:
-            picked = free_ports(4)
+            picked = self._reserved = free_ports(4)
             amqp, management = picked[0], picked[1]
             # `harness up` asks for the documented ports: taken only when nobody holds them.
             if s.amqp_port and port_free(s.amqp_port):
@@ -383,3 +384,4 @@ class LocalBroker(Broker):
                 self.stop_epmd()
             if self._own_dir:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
+            release_ports(self._reserved)

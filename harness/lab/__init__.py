@@ -33,7 +33,7 @@ from harness.lab.blame import blame, broker_error
 from harness.lab.client import ContractGap, LabClient, MissingPath
 from harness.lab.impl import SERVICES, Impl, render, resolve
 from harness.lab.service import ServiceFailed, ServiceProcess
-from harness.ports import free_ports, port_free
+from harness.ports import free_ports, port_free, release_ports
 from lab_services.contract import DEFAULT_PORTS
 
 __all__ = ["DEFAULT_PORTS", "ContractGap", "Lab", "LabConfig", "MissingPath", "ServiceFailed",
@@ -123,8 +123,9 @@ class Lab(LabClient):
             if k > 1 and self.impl.services[n].port is not None:
                 raise ValueError(f"{n} listens on the fixed port {self.impl.services[n].port}: "
                                  "it cannot run as several replicas")
-        picked = iter(free_ports(sum(k for n, k in counts.items()
-                                     if self.impl.services[n].port is None)))
+        self._reserved = free_ports(sum(k for n, k in counts.items()
+                                        if self.impl.services[n].port is None))
+        picked = iter(self._reserved)
         for name in names:
             spec = self.impl.services[name]
             data_dir = self.workdir / name
@@ -354,6 +355,7 @@ class Lab(LabClient):
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        release_ports(self._reserved)
 
     def __enter__(self) -> Lab:
         try:
