@@ -116,9 +116,11 @@ def keep_logs(service_dir: Path, run_dir: Path) -> None:
 
 def combined_report(results: list[ScenarioResult], out_dir: Path, *,
                     took_s: Mapping[str, float] | None = None,
-                    skipped: list[str] | None = None) -> Path:
+                    skipped: list[str] | None = None, wall_s: float | None = None,
+                    own_node: list[str] | None = None) -> Path:
     """One Markdown page that links every scenario's verdict, time taken and charts;
-    INCOMPLETE (not valid) when a fault scenario was skipped."""
+    INCOMPLETE (not valid) when a fault scenario was skipped. `wall_s` and `own_node` say
+    how long the whole run took when some scenarios ran alongside on a node of their own."""
     took_s = took_s or {}
     verdict = ("INVALID" if any(not r.valid for r in results)
                else "INCOMPLETE" if skipped else "VALID")
@@ -133,6 +135,9 @@ def combined_report(results: list[ScenarioResult], out_dir: Path, *,
                      f"| [{rel}]({rel}) |")
     if took_s:
         lines += ["", f"All scenarios took {sum(took_s.values()):.0f} s."]
+    if own_node and wall_s is not None:
+        lines[-1] += (f" {', '.join(own_node)} ran alongside the others on a node of their "
+                      f"own, so the whole run took {wall_s:.0f} s.")
     for r in results:
         lines += ["", f"## {r.name}", ""]
         lines += [f"- **{k}**: {v}" for k, v in r.summary.items() if k != "scenario"]
