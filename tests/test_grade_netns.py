@@ -51,3 +51,29 @@ def test_two_programs_on_port_5001_side_by_side_and_a_host_name_inside(tmp_path)
         upstream.close()
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(ns.name in left for ns in spaces)
+
+
+def test_a_connection_forwarded_in_stays_open_while_idle(monkeypatch):
+    """An idle AMQP consumer through the forward is not cut when the connect timeout passes
+    (it was: the pump's recv inherited the timeout, and the original lab lost its consumers)."""
+    from harness.brokers import netns
+
+    monkeypatch.setattr(netns, "CONNECT_TIMEOUT_S", 0.2)
+    upstream = socket.create_server(("127.0.0.1", 0))  # stands for the broker
+    listener = netns._listener("127.0.0.1", 0)
+    fwd = netns.Forward(listener, lambda: netns.connect_to(upstream.getsockname), "idle")
+    client = socket.create_connection(("127.0.0.1", fwd.port), timeout=5)
+    try:
+        upstream.settimeout(5)
+        server, _ = upstream.accept()
+        client.settimeout(1.0)  # five times the connect timeout with nothing sent
+        with pytest.raises(TimeoutError):
+            client.recv(1)  # an EOF (b"") here was the bug
+        server.sendall(b"still here")
+        client.settimeout(5)
+        assert client.recv(64) == b"still here"
+        server.close()
+    finally:
+        client.close()
+        fwd.close()
+        upstream.close()

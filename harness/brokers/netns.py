@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ipaddress
 import logging
 import os
@@ -255,6 +256,18 @@ class Forward:
         self.drop_connections()
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
+def connect_to(target: Any) -> socket.socket:
+    """A blocking connection to `target()` = (host, port), given CONNECT_TIMEOUT_S to open."""
+    upstream = socket.create_connection(target(), timeout=CONNECT_TIMEOUT_S)
+    # The timeout is for connecting only: left on the socket, it cut a consumer's connection
+    # after that long without a message (heartbeats come every 60 s), through the pump's recv.
+    upstream.settimeout(None)
+    return upstream
+
+
 def _listener(host: str, port: int) -> socket.socket:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -303,7 +316,7 @@ class GradeNamespace:
         """Listen on 127.0.0.1:port inside; join each connection to `target()` = (host,
         port) on the host, read afresh for each connection."""
         listener = in_namespace(self.name, lambda: _listener("127.0.0.1", port))
-        fwd = Forward(listener, lambda: socket.create_connection(target(), timeout=5),
+        fwd = Forward(listener, functools.partial(connect_to, target),
                       f"{self.name}-in-{port}")
         self.forwards.append(fwd)
         return fwd
