@@ -23,6 +23,15 @@ def _open(args: argparse.Namespace):
     return open_broker(args.broker)  # auto | local | local-cluster | local:N | docker | URL
 
 
+ONE_NODE_HELP = ("run every scenario on the one broker (default: on a local node, each scenario "
+                 "that restarts the broker runs alongside on a local node of its own)")
+
+
+def _own_node(args: argparse.Namespace) -> bool | None:
+    """False with --one-node; otherwise None, the default of run_all and grade."""
+    return False if args.one_node else None
+
+
 def _non_negative(value: str) -> int:
     """argparse type: an integer >= 0."""
     try:
@@ -64,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scenario == "all":
         with _open(args) as broker:
             results, report = scenarios.run_all(broker, orders=args.orders, out=args.out,
-                                                size=args.size)
+                                                size=args.size,
+                                                own_node_for_restarts=_own_node(args))
         for r in results:
             print(r.text())
         bad = [r.name for r in results if not r.valid]
@@ -112,10 +122,12 @@ def cmd_grade(args: argparse.Namespace) -> int:
     if impl.honours_vhost:
         with _open(args) as broker:
             card = grade(impl, broker, orders=args.orders, small=args.small, out=args.out,
-                         only=only, progress=not args.json)
+                         only=only, progress=not args.json,
+                         own_node_for_restarts=_own_node(args))
     else:  # it gets a broker of its own, opened by grade
         card = grade(impl, None, orders=args.orders, small=args.small, out=args.out,
-                     only=only, broker_kind=args.broker, progress=not args.json)
+                     only=only, broker_kind=args.broker, progress=not args.json,
+                     own_node_for_restarts=_own_node(args))
     if args.json:
         print(json.dumps(card.to_dict(), indent=2))
     else:
@@ -269,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--size", choices=registry.SIZES, default="quick",
                      help="with `all`: quick (default, each scenario small: a first run) or "
                           "full (class size)")
+    run.add_argument("--one-node", action="store_true", help=ONE_NODE_HELP)
     common(run)
     run.set_defaults(func=cmd_run)
 
@@ -287,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--results", default=None,
                        help="folder for the --format files (default: the card's run folder)")
     grade.add_argument("--rubric", default=None, help="rubric.toml: points per scenario")
+    grade.add_argument("--one-node", action="store_true", help=ONE_NODE_HELP)
     common(grade)
     grade.set_defaults(func=cmd_grade)
 

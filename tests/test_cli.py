@@ -139,7 +139,8 @@ def test_run_all_writes_one_report_with_every_verdict(tmp_path):
     assert all(s["valid"] for s in summaries)
     for s in summaries:
         assert s["scenario"] in report
-    # The scenarios that restart the broker ran alongside, on a local node of their own.
+    # The scenarios that restart the broker ran alongside, each on a local node of its own.
     restarting = [n for n in expected if registry.get(n).needs_restartable_broker]
-    assert f"{', '.join(restarting)} ran alongside the others on a node of their own" in report
+    assert f"{', '.join(restarting)} ran alongside the others, each on a node of its own" \
+        in report
     assert "every verdict valid" in proc.stdout

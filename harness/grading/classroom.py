@@ -179,7 +179,9 @@ def impl_run(*, broker: str = "local", small: bool = False, only: list[str] | No
 
     def command(s: Submission, folder: Path) -> list[str]:
         argv = [sys.executable, "-m", "harness", "grade", "--impl", str(s.path), "--out",
-                str(folder / "runs"), "--broker", broker]
+                str(folder / "runs"), "--broker", broker,
+                # The class already runs `jobs` grades at a time: one node each is enough.
+                "--one-node"]
         argv += ["--small"] if small else []
         argv += ["--only", ",".join(only)] if only else []
         argv += ["--orders", str(orders)] if orders is not None else []

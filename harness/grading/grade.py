@@ -31,7 +31,7 @@ from harness.lab.impl import Impl, resolve
 from harness.ports import port_free
 from harness.reporting.card import html_page, mark, markdown, not_judged, skipped, write_card
 from harness.reporting.results import ScenarioResult, _jsonable, run_folder
-from harness.scenarios import registry
+from harness.scenarios import lanes, registry
 from harness.waiting import WaitTimeout
 
 # The card's rendering lives in harness.reporting.card; these names stay importable here.
@@ -155,8 +155,8 @@ def _broker_for_impl(impl: Impl, broker: Any, kind: str) -> Iterator[Any]:
 def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
           orders: int | None = None, small: bool = False, out: str | Path = "runs",
           only: list[str] | None = None, broker_kind: str = "auto",
-          progress: bool = True, scenario_kwargs: dict[str, dict[str, Any]] | None = None
-          ) -> ReportCard:
+          progress: bool = True, scenario_kwargs: dict[str, dict[str, Any]] | None = None,
+          own_node_for_restarts: bool | None = None) -> ReportCard:
     """Run every black-box scenario against `impl` and write the report card.
 
     Args:
@@ -168,6 +168,9 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
         only: names of the scenarios to run (default: every black-box one).
         scenario_kwargs: per scenario name, keyword arguments that win over the sizes
             above (tests use it to keep a run short, e.g. {"chaos": {"settle_s": 20}}).
+        own_node_for_restarts: run each scenario that restarts the broker on a local node
+            of its own, alongside the others (default: when the broker is a local node and
+            the implementation has no fixed addresses); the card is the same either way.
     """
     spec = resolve(impl)
     chosen = registry.black_box()
@@ -181,25 +184,49 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
     grades: list[ScenarioGrade] = []
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with _broker_for_impl(spec, broker, broker_kind) as b:
-        stop: str | None = None
-        for sc in chosen:
-            if stop is not None:  # one finding, not the same one per scenario
-                grades.append(ScenarioGrade(sc.name, sc.summary, [Check(
-                    sc.name, "(scenario)", sc.summary, "-", f"skipped: {stop}", None,
-                    {"skipped": True})]))
-                continue
+        graded: dict[str, ScenarioGrade] = {}
+        stopped: list[str] = []  # the main lane stops at a service that never came up
+
+        def run(sc: registry.Scenario, on: Any) -> None:
+            if stopped and on is b:
+                return
             log.info("grading %s: %s", spec.name, sc.name)
-            one = _grade_one(sc, spec, b, card_dir, orders, small, progress,
-                             (scenario_kwargs or {}).get(sc.name, {}))
-            grades.append(one)
-            if one.start_failed:
-                stop = f"not run, since a service never came up in {sc.name} (see there)"
+            graded[sc.name] = _grade_one(sc, spec, on, card_dir, orders, small, progress,
+                                         (scenario_kwargs or {}).get(sc.name, {}))
+            if graded[sc.name].start_failed and on is b:
+                stopped.append(sc.name)
+
+        # Fixed addresses outside a namespace need the one broker put on their port.
+        if spec.fixed_addresses and not netns_available()[0]:
+            own_node_for_restarts = False
+        own_node = lanes.aside(chosen, b, own_node_for_restarts)
+        lanes.run_lanes(b, chosen, own_node, run)
+        grades = _in_card_order(chosen, graded)
         broker_name = f"{getattr(b, 'provider', '?')}"
     found = contract.summarise([(g.name, g.gaps, g.checks) for g in grades])
     card = ReportCard(spec.name, str(spec.path) if spec.path else None, broker_name, grades,
                       card_dir, started, found)
     write_card(card)
     return card
+
+
+def _in_card_order(chosen: list[registry.Scenario],
+                   graded: dict[str, ScenarioGrade]) -> list[ScenarioGrade]:
+    """The grades in the card's order; after the first scenario whose services never came
+    up, the rest say so instead (one finding, not the same one per scenario), whichever
+    lane ran them."""
+    grades: list[ScenarioGrade] = []
+    stop: str | None = None
+    for sc in chosen:
+        if stop is not None:
+            grades.append(ScenarioGrade(sc.name, sc.summary, [Check(
+                sc.name, "(scenario)", sc.summary, "-", f"skipped: {stop}", None,
+                {"skipped": True})]))
+            continue
+        grades.append(graded[sc.name])
+        if graded[sc.name].start_failed:
+            stop = f"not run, since a service never came up in {sc.name} (see there)"
+    return grades
 
 
 def _slug(name: str) -> str:

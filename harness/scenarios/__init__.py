@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from harness.reporting.results import ScenarioResult, combined_report, run_folder
-from harness.scenarios import registry
+from harness.scenarios import lanes, registry
 from harness.scenarios.backlog_drain import backlog_drain, drain_stats
 from harness.scenarios.baseline import baseline
 from harness.scenarios.common import PLENTY, POISON_USER
@@ -49,16 +46,13 @@ __all__ = ["PLENTY", "POISON_USER", "Scenario", "ScenarioResult", "WhiteBoxOnly"
 def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = "runs",
             progress: bool = True, size: str = "quick",
             own_node_for_restarts: bool | None = None) -> tuple[list[ScenarioResult], Path]:
-    """Every registered scenario on one broker, then one combined report.
+    """Every registered scenario, then one combined report.
 
     `size="quick"` (the default) runs each scenario at its quick size, so that a newcomer's
     first run is short; `size="full"` at its class size. `orders` overrides both.
 
-    `own_node_for_restarts` (default: at the quick size, on a local node) runs the
-    scenarios that restart the broker on a second local node of their own, alongside the
-    others: a restart there cannot disturb the others' runs, and most of a first run is
-    spent waiting for nodes to boot, which two lanes do at once. Each scenario still runs
-    alone on its broker's restarts; the report lists them in the usual order.
+    `own_node_for_restarts` (default: at the quick size, on a local node) runs each scenario
+    that restarts the broker on a local node of its own, alongside the others (`lanes`).
     """
     from harness.scenarios.common import broker_for
     parent = run_folder(out, "all")
@@ -78,10 +72,10 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
                             sc.name)
             else:
                 runnable.append(sc)
-        if own_node_for_restarts is None:
-            own_node_for_restarts = size == "quick" and b.provider == "local"
-        restarting = [sc for sc in runnable
-                      if own_node_for_restarts and sc.needs_restartable_broker]
+        wanted = own_node_for_restarts
+        if wanted is None and size != "quick":
+            wanted = False  # the class sizes: one scenario at a time, as in a class's grading
+        own_node = lanes.aside(runnable, b, wanted)
         bar = tqdm(total=len(runnable), desc="scenarios", disable=not progress)
 
         def run(sc: Scenario, on: Any) -> None:
@@ -95,26 +89,9 @@ def run_all(broker: Any = None, *, orders: int | None = None, out: str | Path = 
             bar.set_postfix_str(sc.name)
             bar.update(1)
 
-        with ThreadPoolExecutor(max_workers=1) as lane:
-            restarts = lane.submit(_on_own_node, b, restarting, run) if restarting else None
-            for sc in runnable:
-                if sc not in restarting:
-                    run(sc, b)
-            if restarts is not None:
-                restarts.result()
+        lanes.run_lanes(b, runnable, own_node, run)
         bar.close()
     results = [done[sc.name] for sc in runnable]
     return results, combined_report(results, parent, took_s=took, skipped=skipped,
                                     wall_s=time.monotonic() - began,
-                                    own_node=[sc.name for sc in restarting])
-
-
-def _on_own_node(like: Any, scenarios: list[Scenario],
-                 run: Callable[[Scenario, Any], None]) -> None:
-    """Run scenarios in order on a local node of their own, with the settings of `like`."""
-    from harness.brokers import open_broker
-    settings = {f.name: getattr(like.settings, f.name) for f in fields(like.settings)}
-    settings.update(node_name=None, amqp_port=None, management_port=None)  # its own
-    with open_broker("local", **settings) as own:
-        for sc in scenarios:
-            run(sc, own)
+                                    own_node=[sc.name for sc in own_node])
