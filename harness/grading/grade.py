@@ -181,7 +181,6 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
             raise KeyError(f"no scenario {missing[0]!r}; known: {', '.join(known)}")
         chosen = [known[n] for n in only]
     card_dir = run_folder(out, f"grade-{_slug(spec.name)}")
-    grades: list[ScenarioGrade] = []
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with _broker_for_impl(spec, broker, broker_kind) as b:
         graded: dict[str, ScenarioGrade] = {}
@@ -201,7 +200,7 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
             own_node_for_restarts = False
         own_node = lanes.aside(chosen, b, own_node_for_restarts)
         lanes.run_lanes(b, chosen, own_node, run)
-        grades = _in_card_order(chosen, graded)
+        grades = _in_card_order(chosen, graded, stopped)
         broker_name = f"{getattr(b, 'provider', '?')}"
     found = contract.summarise([(g.name, g.gaps, g.checks) for g in grades])
     card = ReportCard(spec.name, str(spec.path) if spec.path else None, broker_name, grades,
@@ -210,14 +209,16 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
     return card
 
 
-def _in_card_order(chosen: list[registry.Scenario],
-                   graded: dict[str, ScenarioGrade]) -> list[ScenarioGrade]:
+def _in_card_order(chosen: list[registry.Scenario], graded: dict[str, ScenarioGrade],
+                   stopped: list[str]) -> list[ScenarioGrade]:
     """The grades in the card's order; after the first scenario whose services never came
     up, the rest say so instead (one finding, not the same one per scenario), whichever
-    lane ran them."""
+    lane ran them; so does one the main lane never reached (`stopped`: where it stopped)."""
     grades: list[ScenarioGrade] = []
     stop: str | None = None
     for sc in chosen:
+        if stop is None and sc.name not in graded:
+            stop = f"not run, since a service never came up in {stopped[0]} (see there)"
         if stop is not None:
             grades.append(ScenarioGrade(sc.name, sc.summary, [Check(
                 sc.name, "(scenario)", sc.summary, "-", f"skipped: {stop}", None,

@@ -39,25 +39,37 @@ def aside(scenarios: Sequence[Scenario], broker: Any, wanted: bool | None) -> li
 def run_lanes(broker: Any, scenarios: Sequence[Scenario], own_node: Sequence[Scenario],
               run: Callable[[Scenario, Any], None]) -> None:
     """Call `run(sc, node)` for every scenario: those in `own_node` each on a fresh local
-    node (settings like `broker`'s) at the same time, the others in order on `broker`."""
+    node (settings like `broker`'s) at the same time, the others in order on `broker`.
+    One whose node could not be started runs on `broker` at the end, alone."""
     with ThreadPoolExecutor(max_workers=max(1, len(own_node))) as pool:
-        lanes = [pool.submit(_on_own_node, broker, sc, run) for sc in own_node]
+        lanes = {sc.name: pool.submit(_on_own_node, broker, sc, run) for sc in own_node}
         try:
             for sc in scenarios:
                 if sc not in own_node:
                     run(sc, broker)
         finally:
-            errors = [f.exception() for f in lanes]
-        for exc in errors:
-            if exc is not None:
+            outcomes = {name: (f.exception() or f.result()) for name, f in lanes.items()}
+        for exc in outcomes.values():
+            if isinstance(exc, BaseException):
                 raise exc
+    for sc in own_node:
+        if outcomes[sc.name] is False:
+            run(sc, broker)  # after the others: it restarts the broker they share
 
 
-def _on_own_node(like: Any, sc: Scenario, run: Callable[[Scenario, Any], None]) -> None:
-    """Run one scenario on a local node of its own, with the settings of `like`."""
-    from harness.brokers import open_broker
+def _on_own_node(like: Any, sc: Scenario, run: Callable[[Scenario, Any], None]) -> bool:
+    """Run one scenario on a local node of its own, with the settings of `like`; False
+    (and nothing run) if no such node could be started."""
+    from harness.brokers import BrokerError, BrokerNotFound, open_broker
     settings = {f.name: getattr(like.settings, f.name) for f in fields(like.settings)}
     settings.update(node_name=None, amqp_port=None, management_port=None)  # its own
+    try:
+        own = open_broker("local", **settings)
+    except (BrokerError, BrokerNotFound) as exc:
+        log.warning("%s: no local node of its own (%s); it runs on the shared broker after "
+                    "the others", sc.name, str(exc).splitlines()[0])
+        return False
     log.info("%s: on a local node of its own", sc.name)
-    with open_broker("local", **settings) as own:
+    with own:
         run(sc, own)
+    return True
