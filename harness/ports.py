@@ -45,8 +45,11 @@ def _reserve(port: int) -> bool:
         if port in _held:
             return False
         try:
-            RESERVATIONS.mkdir(mode=0o1777, exist_ok=True)
-            fd = os.open(RESERVATIONS / str(port), os.O_CREAT | os.O_RDWR, 0o666)
+            if not RESERVATIONS.is_dir():
+                RESERVATIONS.mkdir(exist_ok=True)
+                RESERVATIONS.chmod(0o1777)  # like /tmp: every user reserves in it
+            # Read-only is enough for flock, and opens a file another user created.
+            fd = os.open(RESERVATIONS / str(port), os.O_CREAT | os.O_RDONLY, 0o444)
         except OSError:  # no shared folder to reserve in: the bind probe alone decides
             return True
         try:
