@@ -156,7 +156,7 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
           orders: int | None = None, small: bool = False, out: str | Path = "runs",
           only: list[str] | None = None, broker_kind: str = "auto",
           progress: bool = True, scenario_kwargs: dict[str, dict[str, Any]] | None = None,
-          own_node_for_restarts: bool | None = None) -> ReportCard:
+          own_node_for_restarts: bool | None = False) -> ReportCard:
     """Run every black-box scenario against `impl` and write the report card.
 
     Args:
@@ -169,8 +169,10 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
         scenario_kwargs: per scenario name, keyword arguments that win over the sizes
             above (tests use it to keep a run short, e.g. {"chaos": {"settle_s": 20}}).
         own_node_for_restarts: run each scenario that restarts the broker on a local node
-            of its own, alongside the others (default: when the broker is a local node and
-            the implementation has no fixed addresses); the card is the same either way.
+            of its own, alongside the others; None: when the broker is a local node (what
+            `python -m harness grade` does unless `--one-node`). The card is the same either
+            way. Off by default here, so that callers that already run grades side by side
+            (tests in parallel workers, `grade-class`) do not triple their nodes.
     """
     spec = resolve(impl)
     chosen = registry.black_box()
