@@ -30,6 +30,7 @@ from lab_services import topology as topo
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
+ENGINE_TIMEOUT_S = 30.0
 COMPOSE_CONTAINERS = ("rabbitmq", "order-service", "inventory-service", "notification-service")
 BURGER = {"user_id": "u1", "items": [{"item_id": "item_1", "quantity": 2, "price": 10.0}]}
 
@@ -37,7 +38,9 @@ BURGER = {"user_id": "u1", "items": [{"item_id": "item_1", "quantity": 2, "price
 @pytest.fixture(scope="module")
 def engine():
     """A docker-py client for the engine, or skip (fail under CI) when none answers."""
-    ok, why = docker_available()
+    # 30 s, not the provider's 2: a podman service answers its first request slowly on a
+    # loaded machine (CI's other worker), and a missing engine refuses at once anyway.
+    ok, why = docker_available(ENGINE_TIMEOUT_S)
     if not ok:
         no_broker(f"no Docker-compatible engine: {why} (CI runs .ci/container-engine.sh)")
     import docker
@@ -53,7 +56,7 @@ def rabbit_containers(engine, image: str) -> list:
 def test_docker_provider_runs_the_baseline_and_survives_stop_kill_restart(engine, tmp_path):
     image = os.environ.get("RABBITMQ_IMAGE", "rabbitmq:4.1.4-management")
     before = {c.id for c in rabbit_containers(engine, image)}
-    with open_broker("docker") as broker:
+    with open_broker("docker", docker_ping_timeout=ENGINE_TIMEOUT_S) as broker:
         assert broker.provider == "docker"
         result = scenarios.baseline(broker, orders=30, out=tmp_path, progress=False)
         assert result.valid, result.verdict.problems
