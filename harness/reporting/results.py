@@ -134,10 +134,11 @@ def combined_report(results: list[ScenarioResult], out_dir: Path, *,
         lines.append(f"| {r.name} | {'valid' if r.valid else '**INVALID**'} | {took} "
                      f"| [{rel}]({rel}) |")
     if took_s:
-        lines += ["", f"All scenarios took {sum(took_s.values()):.0f} s."]
-    if own_node and wall_s is not None:
-        lines[-1] += (f" {', '.join(own_node)} ran alongside the others, each on a node of "
-                      f"its own, so the whole run took {wall_s:.0f} s.")
+        took = f"All scenarios took {sum(took_s.values()):.0f} s."
+        if own_node and wall_s is not None:
+            took += (f" {', '.join(own_node)} ran alongside the others, each on a node of "
+                     f"its own, so the whole run took {wall_s:.0f} s.")
+        lines += ["", took]
     for r in results:
         lines += ["", f"## {r.name}", ""]
         lines += [f"- **{k}**: {v}" for k, v in r.summary.items() if k != "scenario"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
+from dataclasses import asdict
 from typing import Any
 
 from harness.scenarios.registry import Scenario
@@ -42,18 +42,14 @@ def run_lanes(broker: Any, scenarios: Sequence[Scenario], own_node: Sequence[Sce
     node (settings like `broker`'s) at the same time, the others in order on `broker`.
     One whose node could not be started runs on `broker` at the end, alone."""
     with ThreadPoolExecutor(max_workers=max(1, len(own_node))) as pool:
-        lanes = {sc.name: pool.submit(_on_own_node, broker, sc, run) for sc in own_node}
-        try:
-            for sc in scenarios:
-                if sc not in own_node:
-                    run(sc, broker)
-        finally:
-            outcomes = {name: (f.exception() or f.result()) for name, f in lanes.items()}
-        for exc in outcomes.values():
-            if isinstance(exc, BaseException):
-                raise exc
+        futures = {sc.name: pool.submit(_on_own_node, broker, sc, run) for sc in own_node}
+        for sc in scenarios:
+            if sc not in own_node:
+                run(sc, broker)
+        # result() waits for each lane and re-raises its exception, if it raised.
+        ran = {name: f.result() for name, f in futures.items()}
     for sc in own_node:
-        if outcomes[sc.name] is False:
+        if not ran[sc.name]:
             run(sc, broker)  # after the others: it restarts the broker they share
 
 
@@ -61,8 +57,9 @@ def _on_own_node(like: Any, sc: Scenario, run: Callable[[Scenario, Any], None]) 
     """Run one scenario on a local node of its own, with the settings of `like`; False
     (and nothing run) if no such node could be started."""
     from harness.brokers import BrokerError, BrokerNotFound, open_broker
-    settings = {f.name: getattr(like.settings, f.name) for f in fields(like.settings)}
-    settings.update(node_name=None, amqp_port=None, management_port=None)  # its own
+    # Its own name and ports; the rest (credentials, timeouts) as `like`'s.
+    settings = {**asdict(like.settings), "node_name": None, "amqp_port": None,
+                "management_port": None}
     try:
         own = open_broker("local", **settings)
     except (BrokerError, BrokerNotFound) as exc:
