@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.brokers import procs
+from harness.brokers import plugins, procs
 from harness.brokers.base import (
     Broker,
     BrokerError,
@@ -138,6 +138,7 @@ class LocalBroker(Broker):
         self.amqp_url = amqp_url_for(s.username, s.password, host, self.amqp_port)
         self.management_url = f"http://{host}:{self.management_port}"
         self.log_path = self.base_dir / "node.log"
+        self.plugins_dir = plugins.trimmed_plugins_dir(script, self.base_dir / "plugins")
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self._epmd_pid: int | None = None
@@ -169,7 +170,7 @@ class LocalBroker(Broker):
         if not cookie_file.exists():  # kept across restarts: rabbitmqctl needs the same one
             cookie_file.write_text(cookie or secrets.token_hex(16))
             cookie_file.chmod(0o400)
-        (b / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (b / "enabled_plugins").write_text(f"[{','.join(plugins.ENABLED)}].\n")
         (b / "rabbitmq-env.conf").write_text("")
         (b / "advanced.config").write_text("[].\n")
         (b / "rabbitmq.conf").write_text(
@@ -218,6 +219,8 @@ class LocalBroker(Broker):
             # The node registers with its epmd over loopback, peers reach it on `host`.
             ERL_EPMD_ADDRESS=",".join(dict.fromkeys(("127.0.0.1", self.host))),
         )
+        if self.plugins_dir is not None:
+            out["RABBITMQ_PLUGINS_DIR"] = str(self.plugins_dir)
         if "@" in self.node and "." in self.node.split("@", 1)[1]:
             out["RABBITMQ_USE_LONGNAME"] = "true"  # node names like clu1@10.213.7.1
         return out
