@@ -119,12 +119,14 @@ def cmd_grade(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.only.split(",")] if args.only else None
     from harness.grading.scores import load_rubric
     load_rubric(args.rubric)  # a bad rubric fails now, not after the grade
-    if impl.honours_vhost:
+    # A local node is opened by grade itself, so that the nodes of the scenarios that
+    # restart the broker boot alongside it.
+    if impl.honours_vhost and args.broker not in ("auto", "local"):
         with _open(args) as broker:
             card = grade(impl, broker, orders=args.orders, small=args.small, out=args.out,
                          only=only, progress=not args.json,
                          own_node_for_restarts=_own_node(args))
-    else:  # it gets a broker of its own, opened by grade
+    else:  # opened by grade: a vhost-blind one gets a broker of its own
         card = grade(impl, None, orders=args.orders, small=args.small, out=args.out,
                      only=only, broker_kind=args.broker, progress=not args.json,
                      own_node_for_restarts=_own_node(args))

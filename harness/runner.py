@@ -168,13 +168,16 @@ class Run:
         """Let the experiment run for a while (a step of the scenario, not a wait for a result)."""
         time.sleep(seconds)
 
-    def wait_notified(self, order_ids: list[str], timeout: float) -> bool:
+    def wait_notified(self, order_ids: list[str], timeout: float, *,
+                      stall_s: float = STALL_S) -> bool:
         """Wait (bounded) for every order's notification; say whether all arrived.
 
-        Past `timeout` the wait goes on while notifications keep arriving (at most STALL_S
+        Past `timeout` the wait goes on while notifications keep arriving (at most `stall_s`
         apart), up to what the contract's throughput floor allows for these orders: a slow
         but correct implementation is waited for, a stalled one is not. Stops early when a
         service process has died: nothing more will arrive then. Zero orders: at once.
+        A caller that saw every order's last message in the broker (nothing of them kept
+        outside it, in an outbox) may pass a `stall_s` as short as QUIET_S.
         """
         wanted = set(order_ids)
         if not wanted:  # zero accepted orders is an answer, not something to wait for
@@ -193,15 +196,15 @@ class Run:
             if n > progress["n"]:
                 progress.update(n=n, at=now, quiet_since=None)
             idle = now - progress["at"]
-            if now - start > timeout and idle > STALL_S:
+            if now - start > timeout and idle > stall_s:
                 return f"stalled at {n} of {len(wanted)}"
-            if idle > STALL_S - QUIET_S:
+            if idle > stall_s - QUIET_S:
                 held = self._broker_holds()
                 if held != 0:
                     progress["quiet_since"] = None
                 elif progress["quiet_since"] is None:
                     progress["quiet_since"] = now
-                if (idle > STALL_S and progress["quiet_since"] is not None
+                if (idle > stall_s and progress["quiet_since"] is not None
                         and now - progress["quiet_since"] >= QUIET_S):
                     return f"stalled at {n} of {len(wanted)}, the broker holding nothing more"
             return None

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,26 @@ def test_the_reference_solution_passes_everything(graded):
     card = graded("solutions/inventory/impl.toml")
     assert card.passed, card.text()
     assert card.counts()["failed"] == card.counts()["not_run"] == 0
+
+
+def test_with_lanes_the_card_is_the_same_and_scenarios_ran_side_by_side(tmp_path, caplog):
+    """What `python -m harness grade` does on a local node: the node of the scenario that
+    restarts the broker booted alongside the grade's own, the others two at a time."""
+    only = ["baseline", "stock-exhaustion", "duplicates", "malformed", "reconnect"]
+    caplog.set_level("INFO")
+    card = grade(ROOT / "solutions/inventory/impl.toml", None, broker_kind="local",
+                 small=True, only=only, progress=False, out=tmp_path,
+                 own_node_for_restarts=True)
+    assert card.passed, card.text()
+    assert [g.name for g in card.scenarios] == only  # the card's order, whoever ran first
+    assert "reconnect: on a local node of its own" in caplog.text
+    spans = []
+    for g in card.scenarios:
+        if g.name != "reconnect":
+            began = datetime.strptime(g.run_dir.name.rsplit("-", 1)[1], "%Y%m%dT%H%M%S.%fZ")
+            took = json.loads((g.run_dir / "summary.json").read_text())["duration_s"]
+            spans.append((began.timestamp(), began.timestamp() + took))
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
 
 
 def test_the_unfilled_starter_fails_clearly(graded):

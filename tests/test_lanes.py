@@ -78,3 +78,73 @@ def test_a_scenario_the_main_lane_never_reached_says_where_it_stopped():
 def test_by_default_lanes_are_off_for_a_cluster():
     cluster = SimpleNamespace(provider="local-cluster", can_stop=True)
     assert lanes.aside(PLAN, cluster, None) == []
+
+
+def test_side_by_side_two_run_at_once_the_last_first_and_a_failure_is_raised():
+    plan = [_sc(n) for n in ("baseline", "stock", "backlog", "duplicates", "kill-9")]
+    running: list[str] = []
+    most = [0]
+    started: list[str] = []
+    lock = threading.Lock()
+    both = threading.Barrier(2, timeout=10)
+
+    def run(sc, on):
+        with lock:
+            started.append(sc.name)
+            running.append(sc.name)
+            most[0] = max(most[0], len(running))
+        if len(started) <= 2:
+            both.wait()  # the first two are under way together
+        with lock:
+            running.remove(sc.name)
+    lanes.in_turn(plan, LOCAL, run, side_by_side=2)
+    assert most[0] == 2 and sorted(started) == sorted(s.name for s in plan)
+    assert set(started[:2]) == {"kill-9", "duplicates"}  # the fault scenarios come last
+    alone: list[str] = []
+    lanes.in_turn(plan, LOCAL, lambda sc, on: alone.append(sc.name), side_by_side=1)
+    assert alone == [s.name for s in plan]
+
+    def broken(sc, on):
+        if sc.name == "backlog":
+            raise RuntimeError("backlog broke")
+    try:
+        lanes.in_turn(plan, LOCAL, broken, side_by_side=2)
+    except RuntimeError as exc:
+        assert "backlog broke" in str(exc)
+    else:
+        raise AssertionError("a scenario's exception was swallowed")
+
+
+def test_a_start_failure_late_in_the_card_keeps_its_evidence_when_it_ran_first():
+    # Side by side, chaos-free plan run last first: duplicates never came up, baseline was
+    # never reached.
+    graded = {"duplicates": _grade("duplicates", failed=True), "chaos": _grade("chaos"),
+              "reconnect": _grade("reconnect")}
+    card = _in_card_order(PLAN, graded, ["duplicates"])
+    assert card[2] is graded["duplicates"]
+    assert all("never came up in duplicates" in card[i].checks[0].happened
+               for i in (0, 1, 3))
+
+
+def test_spares_boot_ahead_are_handed_out_once_and_the_rest_closed(monkeypatch):
+    import harness.brokers as brokers
+    opened: list[SimpleNamespace] = []
+    asked: list[dict] = []
+
+    def fake_open(kind, **settings):
+        assert kind == "local"
+        asked.append(settings)
+        node = SimpleNamespace(closed=False)
+        node.close = lambda: setattr(node, "closed", True)
+        opened.append(node)
+        return node
+    monkeypatch.setattr(brokers, "open_broker", fake_open)
+    spares = lanes.Spares(2, {"username": "u", "password": "p", "amqp_port": 5672})
+    first = spares.take()
+    assert first in opened and not first.closed
+    spares.close()
+    assert spares.take() is None
+    assert [n.closed for n in opened if n is not first] == [True]
+    # Each spare is a node of its own: its own name and ports, the given user.
+    assert all(s["amqp_port"] is None and s["node_name"] is None and s["username"] == "u"
+               for s in asked)

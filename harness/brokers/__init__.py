@@ -17,7 +17,7 @@ from harness.brokers.base import (
     BrokerSettings,
     Node,
 )
-from harness.brokers.choose import KINDS, open_broker, parse_kind
+from harness.brokers.choose import KINDS, open_broker, parse_kind, provider_of
 from harness.brokers.cluster import LocalCluster
 from harness.brokers.docker import DockerBroker, docker_available
 from harness.brokers.local import DEBIAN_RELEASE_SCRIPT, LocalBroker, find_server_script
@@ -27,4 +27,5 @@ __all__ = [
     "DEBIAN_RELEASE_SCRIPT", "DEFAULT_IMAGE", "HOWTO", "KINDS", "Broker", "BrokerError",
     "BrokerSettings", "BrokerNotFound", "DockerBroker", "LocalBroker", "LocalCluster",
     "Node", "UrlBroker", "docker_available", "find_server_script", "open_broker", "parse_kind",
+    "provider_of",
 ]

@@ -119,6 +119,20 @@ def choose(kind: str, url: str | None, settings: BrokerSettings,
     return PROVIDERS[provider](Request(nodes, url, settings, workdir))
 
 
+def provider_of(kind: str, url: str | None = None, **settings: Any) -> str:
+    """The provider `open_broker(kind, url=url, **settings)` would use, none started
+    ("auto" asks Docker, as `open_broker` does)."""
+    s = BrokerSettings(**settings)
+    provider, _ = parse_kind(kind)
+    if kind.startswith(("amqp://", "amqps://")):
+        return "url"
+    if provider != "auto":
+        return provider
+    if url or s.url:
+        return "url"
+    return "docker" if docker_available(s.docker_ping_timeout)[0] else "local"
+
+
 def open_broker(kind: str = "auto", *, url: str | None = None,
                 workdir: str | Path | None = None, **settings: Any) -> Broker:
     """Choose a provider, start its broker and return it, ready for connections.

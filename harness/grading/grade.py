@@ -143,13 +143,36 @@ def _broker_for_impl(impl: Impl, broker: Any, kind: str) -> Iterator[Any]:
             raise ValueError(f"{impl.name} does not honour vhosts, so it needs a broker of its "
                              "own, and a URL broker cannot be had fresh: use --broker local, "
                              "docker or auto")
+    with open_broker(kind, **_own_settings(impl)) as own:
+        yield own
+
+
+def _own_settings(impl: Impl) -> dict[str, Any]:
+    """The settings of a broker opened for `impl`: its user, and its fixed port if it has
+    one and no namespace can forward it."""
     settings: dict[str, Any] = {"username": impl.user, "password": impl.password}
     if impl.broker_port is not None and not netns_available()[0] \
             and port_free(impl.broker_port):
         # No namespace to forward it in: the broker itself on the port the code expects.
         settings["amqp_port"] = impl.broker_port
-    with open_broker(kind, **settings) as own:
-        yield own
+    return settings
+
+
+def _spares(impl: Impl, broker: Any, kind: str, chosen: list[registry.Scenario],
+            asked: bool | None) -> lanes.Spares | None:
+    """Nodes for the scenarios that restart the broker, booted now alongside the broker
+    this grade opens, when that will be a local node and they will run on nodes of their
+    own (`lanes.aside`); None otherwise."""
+    from harness.brokers import provider_of
+    restarting = [sc for sc in chosen if sc.needs_restartable_broker]
+    if broker is not None or asked is False or not restarting or len(restarting) == len(chosen):
+        return None
+    if impl.fixed_addresses and not netns_available()[0]:
+        return None
+    settings = _own_settings(impl)
+    if provider_of(kind, **settings) != "local":
+        return None
+    return lanes.Spares(len(restarting), settings)
 
 
 def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
@@ -170,9 +193,12 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
             above (tests use it to keep a run short, e.g. {"chaos": {"settle_s": 20}}).
         own_node_for_restarts: run each scenario that restarts the broker on a local node
             of its own, alongside the others; None: when the broker is a local node (what
-            `python -m harness grade` does unless `--one-node`). The card is the same either
-            way. Off by default here, so that callers that already run grades side by side
-            (tests in parallel workers, `grade-class`) do not triple their nodes.
+            `python -m harness grade` does unless `--one-node`). With it, the other
+            scenarios run two at a time on the shared broker, each in a vhost of its own,
+            for an implementation that honours vhosts and has no fixed address. The card is
+            the same either way. Off by default here, so that callers that already run
+            grades side by side (tests in parallel workers, `grade-class`) do not triple
+            their nodes.
     """
     spec = resolve(impl)
     chosen = registry.black_box()
@@ -184,7 +210,11 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
         chosen = [known[n] for n in only]
     card_dir = run_folder(out, f"grade-{_slug(spec.name)}")
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    with _broker_for_impl(spec, broker, broker_kind) as b:
+    spares = _spares(spec, broker, broker_kind, chosen, own_node_for_restarts)
+    with contextlib.ExitStack() as stack:
+        if spares is not None:
+            stack.callback(spares.close)
+        b = stack.enter_context(_broker_for_impl(spec, broker, broker_kind))
         graded: dict[str, ScenarioGrade] = {}
         stopped: list[str] = []  # the main lane stops at a service that never came up
 
@@ -201,7 +231,11 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
         if spec.fixed_addresses and not netns_available()[0]:
             own_node_for_restarts = False
         own_node = lanes.aside(chosen, b, own_node_for_restarts)
-        lanes.run_lanes(b, chosen, own_node, run)
+        # With lanes, the rest run two at a time on the shared broker, each in its own
+        # vhost: only for an implementation that keeps to its vhost and its given ports.
+        side = (lanes.SIDE_BY_SIDE if lanes.use_lanes(b, own_node_for_restarts)
+                and spec.honours_vhost and not spec.fixed_addresses else 1)
+        lanes.run_lanes(b, chosen, own_node, run, side_by_side=side, spares=spares)
         grades = _in_card_order(chosen, graded, stopped)
         broker_name = f"{getattr(b, 'provider', '?')}"
     found = contract.summarise([(g.name, g.gaps, g.checks) for g in grades])
@@ -215,20 +249,24 @@ def _in_card_order(chosen: list[registry.Scenario], graded: dict[str, ScenarioGr
                    stopped: list[str]) -> list[ScenarioGrade]:
     """The grades in the card's order; after the first scenario whose services never came
     up, the rest say so instead (one finding, not the same one per scenario), whichever
-    lane ran them; so does one the main lane never reached (`stopped`: where it stopped)."""
+    lane ran them; so does one the shared broker's lane never reached (`stopped`: where it
+    stopped, shown with its evidence even when scenarios before it in the card never ran,
+    as when two ran side by side, the last first)."""
     grades: list[ScenarioGrade] = []
+    first = stopped[0] if stopped else None
     stop: str | None = None
     for sc in chosen:
-        if stop is None and sc.name not in graded:
-            stop = f"not run, since a service never came up in {stopped[0]} (see there)"
-        if stop is not None:
-            grades.append(ScenarioGrade(sc.name, sc.summary, [Check(
-                sc.name, "(scenario)", sc.summary, "-", f"skipped: {stop}", None,
-                {"skipped": True})]))
+        grade = graded.get(sc.name)
+        if grade is not None and (stop is None or sc.name == first):
+            grades.append(grade)
+            if grade.start_failed and stop is None:
+                stop = f"not run, since a service never came up in {sc.name} (see there)"
             continue
-        grades.append(graded[sc.name])
-        if graded[sc.name].start_failed:
-            stop = f"not run, since a service never came up in {sc.name} (see there)"
+        if stop is None:
+            stop = f"not run, since a service never came up in {first} (see there)"
+        grades.append(ScenarioGrade(sc.name, sc.summary, [Check(
+            sc.name, "(scenario)", sc.summary, "-", f"skipped: {stop}", None,
+            {"skipped": True})]))
     return grades
 
 
