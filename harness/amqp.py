@@ -141,6 +141,18 @@ def consumers(amqp_url: str, queue: str) -> int | None:
         return None
 
 
+def exchange_exists(amqp_url: str, exchange: str) -> bool:
+    """True if the exchange is declared now (a passive declare); False on 404."""
+    try:
+        with channel(amqp_url, confirm=False) as ch:
+            ch.exchange_declare(exchange, passive=True)
+            return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+        return False
+
+
 def read_queue(amqp_url: str, queue: str = topology.DLQ, *, remove: bool = False,
                limit: int = 10_000) -> list[dict[str, Any]]:
     """Read a queue's messages (default the DLQ) with their lab headers; keep them unless told."""

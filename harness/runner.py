@@ -242,6 +242,19 @@ class Run:
             self.gap(f"queue '{queue}'", "does not exist", ("dlq",) if queue == topo.DLQ else ())
             raise QueueMissing(f"queue '{queue}' does not exist (waiting for {what})") from None
 
+    def wait_exchange(self, exchange: str) -> None:
+        """Wait, until DECLARE_GRACE_S after the lab's start, for an exchange the services
+        may not have declared yet (the original lab's order service declares its own a
+        moment after /health answers); past that, a publish to it finds it missing (404,
+        a contract gap)."""
+        left = self.started + DECLARE_GRACE_S - time.monotonic()
+        try:
+            wait_until(lambda: amqp.exchange_exists(self.lab.amqp_url, exchange), max(0.0, left),
+                       f"exchange '{exchange}' declared", interval=0.2)
+        except WaitTimeout:
+            log.info("exchange '%s' not declared %.0f s after the lab's start", exchange,
+                     DECLARE_GRACE_S)
+
     def _until_declared(self, queue: str) -> None:
         """Wait, until DECLARE_GRACE_S after the lab's start, for a queue the services may
         not have declared yet; past that a missing queue raises at once (404)."""
