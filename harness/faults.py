@@ -5,9 +5,17 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pika.exceptions
+
 from harness import amqp
 from harness.chaos.messages import TAUGHT, malformed_message
 from harness.observe import Timeline
+from harness.waiting import WaitTimeout, wait_until
+from lab_services import topology as topo
+
+# How long a stopped service's consumers may stay on the broker's books (a replica or another
+# service may consume the same queue: then the stop goes on after this).
+STOP_SETTLE_S = 5.0
 
 # The kinds of malformed message the lab teaches, and a body for each: a view of the one
 # catalogue (harness.chaos.messages), not a second one.
@@ -39,10 +47,33 @@ class Faults:
     # ---- services -----------------------------------------------------------------------
 
     def stop_service(self, name: str) -> None:
-        """Stop a service gracefully (SIGTERM)."""
+        """Stop a service gracefully (SIGTERM), until the broker has dropped its consumers."""
         self.snapshot_ledger()
         self.timeline.record("stop", name, "SIGTERM")
         self.lab.stop(name)
+        self._until_unconsumed(name)
+
+    def _until_unconsumed(self, name: str) -> None:
+        """Wait (bounded) until the broker counts no consumer on the queues `name` consumes.
+
+        The broker learns that a connection closed a moment after its process is gone, and
+        until then it still delivers to its consumers: to an auto-ack consumer, into the
+        void. Orders placed right after a stop (to wait in the queue) were lost that way
+        under load, and kill-9 timed out waiting for its backlog.
+        """
+        queues = [q for q, owner in topo.QUEUE_OWNERS.items() if owner == name]
+
+        def dropped() -> bool:
+            try:
+                return not any(amqp.consumers(self.lab.amqp_url, q) for q in queues)
+            except (pika.exceptions.AMQPError, OSError):
+                return True  # the broker is away: it delivers nowhere, and counts nothing
+        try:
+            wait_until(dropped, STOP_SETTLE_S, f"the broker to drop {name}'s consumers",
+                       interval=0.02, max_interval=0.2)
+        except WaitTimeout:
+            self.timeline.record("note", name, f"the broker still counted a consumer "
+                                 f"{STOP_SETTLE_S:g} s after the stop")
 
     def kill_service(self, name: str) -> None:
         """Kill a service (SIGKILL), as a crash would."""
