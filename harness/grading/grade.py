@@ -195,10 +195,11 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
             of its own, alongside the others; None: when the broker is a local node (what
             `python -m harness grade` does unless `--one-node`). With it, the other
             scenarios run two at a time on the shared broker, each in a vhost of its own,
-            for an implementation that honours vhosts and has no fixed address. The card is
-            the same either way. Off by default here, so that callers that already run
-            grades side by side (tests in parallel workers, `grade-class`) do not triple
-            their nodes.
+            for an implementation that honours vhosts and has no fixed address. The card has
+            the same scenarios and checks, in the same order, either way (chaos, being
+            timed by its seed and not by the work, is harsher on a busy machine). Off by
+            default here, so that callers that already run grades side by side (tests in
+            parallel workers, `grade-class`) do not triple their nodes.
     """
     spec = resolve(impl)
     chosen = registry.black_box()
