@@ -141,11 +141,14 @@ def consumers(amqp_url: str, queue: str) -> int | None:
         return None
 
 
-def exchange_exists(amqp_url: str, exchange: str) -> bool:
-    """True if the exchange is declared now (a passive declare); False on 404."""
+def declared(amqp_url: str, name: str, *, exchange: bool = False) -> bool:
+    """True if the queue (or the exchange) is declared now (a passive declare); False on 404."""
     try:
         with channel(amqp_url, confirm=False) as ch:
-            ch.exchange_declare(exchange, passive=True)
+            if exchange:
+                ch.exchange_declare(name, passive=True)
+            else:
+                ch.queue_declare(name, passive=True)
             return True
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 404:

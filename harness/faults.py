@@ -61,7 +61,7 @@ class Faults:
         void. Orders placed right after a stop (to wait in the queue) were lost that way
         under load, and kill-9 timed out waiting for its backlog.
         """
-        queues = [q for q, owner in topo.QUEUE_OWNERS.items() if owner == name]
+        queues = topo.queues_of(name)
 
         def dropped() -> bool:
             try:

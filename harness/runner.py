@@ -232,7 +232,7 @@ class Run:
             n = amqp.depth(self.lab.amqp_url, queue)
             return (n,) if predicate(n) else None
         try:
-            self._until_declared(queue)
+            self.wait_declared(queue)
             return wait_until(probe, timeout, what)[0]
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 404:
@@ -242,31 +242,18 @@ class Run:
             self.gap(f"queue '{queue}'", "does not exist", ("dlq",) if queue == topo.DLQ else ())
             raise QueueMissing(f"queue '{queue}' does not exist (waiting for {what})") from None
 
-    def wait_exchange(self, exchange: str) -> None:
-        """Wait, until DECLARE_GRACE_S after the lab's start, for an exchange the services
-        may not have declared yet (the original lab's order service declares its own a
-        moment after /health answers); past that, a publish to it finds it missing (404,
-        a contract gap)."""
+    def wait_declared(self, name: str, *, exchange: bool = False) -> None:
+        """Wait, until DECLARE_GRACE_S after the lab's start, for a queue (or an exchange)
+        the services may not have declared yet: a submission's consumer thread may declare
+        them a moment after its /health answers (the original lab's does). Past that, what
+        uses it finds it missing (404, a contract gap)."""
+        what = f"{'exchange' if exchange else 'queue'} '{name}'"
         left = self.started + DECLARE_GRACE_S - time.monotonic()
         try:
-            wait_until(lambda: amqp.exchange_exists(self.lab.amqp_url, exchange), max(0.0, left),
-                       f"exchange '{exchange}' declared", interval=0.2)
+            wait_until(lambda: amqp.declared(self.lab.amqp_url, name, exchange=exchange),
+                       max(0.0, left), f"{what} declared", interval=0.2)
         except WaitTimeout:
-            log.info("exchange '%s' not declared %.0f s after the lab's start", exchange,
-                     DECLARE_GRACE_S)
-
-    def _until_declared(self, queue: str) -> None:
-        """Wait, until DECLARE_GRACE_S after the lab's start, for a queue the services may
-        not have declared yet; past that a missing queue raises at once (404)."""
-        def declared() -> bool:
-            try:
-                amqp.depth(self.lab.amqp_url, queue)
-                return True
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code != 404 or time.monotonic() >= self.started + DECLARE_GRACE_S:
-                    raise
-                return False
-        wait_until(declared, DECLARE_GRACE_S + 1, f"queue '{queue}' declared", interval=0.2)
+            log.info("%s not declared %.0f s after the lab's start", what, DECLARE_GRACE_S)
 
     # ---- judging -----------------------------------------------------------------------------
 

@@ -77,6 +77,11 @@ class Queue:
         return owner_of(self.name)
 
 
+def queues_of(service: str) -> list[str]:
+    """The work queues a service consumes (QUEUE_OWNERS read the other way)."""
+    return [q for q, owner in QUEUE_OWNERS.items() if owner == service]
+
+
 def owner_of(queue: str) -> str | None:
     """The service that consumes a queue (a retry tier: its work queue's), or None."""
     return QUEUE_OWNERS.get(queue.split(".retry.")[0])

@@ -66,6 +66,14 @@ def test_a_release_with_packed_plugins_or_without_the_core_keeps_its_folder(tmp_
         is None
 
 
+def test_an_unreadable_application_keeps_the_releases_folder(tmp_path):
+    script = _release(tmp_path)
+    broken = script.parent.parent / "plugins" / "jsx-1.0" / "ebin" / "jsx.app"
+    broken.unlink()
+    broken.symlink_to(tmp_path / "gone.app")  # a dangling link: reading it fails
+    assert plugins.trimmed_plugins_dir(script, tmp_path / "d") is None
+
+
 @pytest.mark.broker
 def test_a_local_node_boots_from_the_trimmed_folder_with_management_running(broker):
     if getattr(broker, "plugins_dir", None) is None:

@@ -55,16 +55,24 @@ def _docker(req: Request) -> tuple[Broker, str]:
     return DockerBroker(req.settings), "asked for docker"
 
 
+def _auto_provider(url: str | None, settings: BrokerSettings) -> tuple[str, str]:
+    """What "auto" picks, and why: a URL if given, else Docker if it answers, else local."""
+    if url:
+        return "url", "a URL was given (url= or AMQP_URL)"
+    ok, docker_why = docker_available(settings.docker_ping_timeout)
+    return ("docker" if ok else "local"), docker_why
+
+
 def _auto(req: Request) -> tuple[Broker, str]:
-    if req.url:
-        return UrlBroker(req.url, req.settings), "a URL was given (url= or AMQP_URL)"
-    ok, docker_why = docker_available(req.settings.docker_ping_timeout)
-    if ok:
-        return DockerBroker(req.settings), docker_why
-    script = find_server_script(req.settings.server_script)
+    provider, why = _auto_provider(req.url, req.settings)
+    if provider == "url":
+        return UrlBroker(req.url or "", req.settings), why
+    if provider == "docker":
+        return DockerBroker(req.settings), why
+    script = find_server_script(req.settings.server_script)  # why: Docker's answer
     if script is None:
-        raise BrokerNotFound(f"AMQP_URL is not set; {docker_why}; {no_script(req.settings)}")
-    return LocalBroker(req.settings, req.workdir), f"{docker_why}; found {script}"
+        raise BrokerNotFound(f"AMQP_URL is not set; {why}; {no_script(req.settings)}")
+    return LocalBroker(req.settings, req.workdir), f"{why}; found {script}"
 
 
 # Every provider, by its --broker name: a new provider is its module plus one line here.
@@ -126,11 +134,7 @@ def provider_of(kind: str, url: str | None = None, **settings: Any) -> str:
     provider, _ = parse_kind(kind)
     if kind.startswith(("amqp://", "amqps://")):
         return "url"
-    if provider != "auto":
-        return provider
-    if url or s.url:
-        return "url"
-    return "docker" if docker_available(s.docker_ping_timeout)[0] else "local"
+    return _auto_provider(url or s.url, s)[0] if provider == "auto" else provider
 
 
 def open_broker(kind: str = "auto", *, url: str | None = None,

@@ -65,9 +65,11 @@ def trimmed_plugins_dir(server_script: str | Path, into: Path,
     """Make `into` a plugins folder of links to what the core and `enabled` need; None
     (keep the release's folder) when the release's plugins cannot be read that way."""
     source = plugins_dir_of(server_script)
-    if source is None or any(p.suffix == ".ez" for p in source.iterdir()):
+    if source is None:
         return None
     try:
+        if any(p.suffix == ".ez" for p in source.iterdir()):
+            return None
         apps = applications(source)
         want = needed(apps, CORE + enabled)
         if not set(CORE + enabled) <= want:

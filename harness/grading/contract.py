@@ -46,7 +46,7 @@ def services_markdown() -> str:
     for service in facts.SERVICES:
         consumed = [f"`{q}`" + (" (optional: to update an order's status)"
                                 if q in topo.OPTIONAL_QUEUES else "")
-                    for q, owner in topo.QUEUE_OWNERS.items() if owner == service]
+                    for q in topo.queues_of(service)]
         http = [f"`{m.upper()} {p}`" for p, ops in openapi.document(service)["paths"].items()
                 for m in ops]
         lines.append(f"| {service} | {facts.DEFAULT_PORTS[service]} | "

@@ -130,9 +130,11 @@ class ReportCard:
 
 
 @contextlib.contextmanager
-def _broker_for_impl(impl: Impl, broker: Any, kind: str) -> Iterator[Any]:
-    """The broker to grade on: the given one, or a fresh one of its own for a vhost-blind
-    implementation (it takes the default vhost, and connects as the user its spec names)."""
+def _broker_for_impl(impl: Impl, broker: Any, kind: str,
+                     settings: dict[str, Any]) -> Iterator[Any]:
+    """The broker to grade on: the given one, or one opened with `settings` (_own_settings),
+    of its own for a vhost-blind implementation (it takes the default vhost, and connects as
+    the user its spec names)."""
     from harness.brokers import open_broker
     if impl.honours_vhost and broker is not None:
         yield broker
@@ -143,7 +145,7 @@ def _broker_for_impl(impl: Impl, broker: Any, kind: str) -> Iterator[Any]:
             raise ValueError(f"{impl.name} does not honour vhosts, so it needs a broker of its "
                              "own, and a URL broker cannot be had fresh: use --broker local, "
                              "docker or auto")
-    with open_broker(kind, **_own_settings(impl)) as own:
+    with open_broker(kind, **settings) as own:
         yield own
 
 
@@ -158,21 +160,18 @@ def _own_settings(impl: Impl) -> dict[str, Any]:
     return settings
 
 
-def _spares(impl: Impl, broker: Any, kind: str, chosen: list[registry.Scenario],
-            asked: bool | None) -> lanes.Spares | None:
+def _spares(broker: Any, kind: str, settings: dict[str, Any],
+            chosen: list[registry.Scenario], asked: bool | None) -> lanes.Spares | None:
     """Nodes for the scenarios that restart the broker, booted now alongside the broker
-    this grade opens, when that will be a local node and they will run on nodes of their
-    own (`lanes.aside`); None otherwise."""
+    this grade opens with `settings`, when that will be a local node and they will run on
+    nodes of their own (`lanes.aside`, as for a local node); None otherwise."""
     from harness.brokers import provider_of
-    restarting = [sc for sc in chosen if sc.needs_restartable_broker]
-    if broker is not None or asked is False or not restarting or len(restarting) == len(chosen):
+    if broker is not None or asked is False:
         return None
-    if impl.fixed_addresses and not netns_available()[0]:
+    aside = lanes.aside(chosen, None, True)
+    if not aside or provider_of(kind, **settings) != "local":
         return None
-    settings = _own_settings(impl)
-    if provider_of(kind, **settings) != "local":
-        return None
-    return lanes.Spares(len(restarting), settings)
+    return lanes.Spares(len(aside), settings)
 
 
 def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
@@ -211,11 +210,15 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
         chosen = [known[n] for n in only]
     card_dir = run_folder(out, f"grade-{_slug(spec.name)}")
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    spares = _spares(spec, broker, broker_kind, chosen, own_node_for_restarts)
+    # Fixed addresses outside a namespace need the one broker put on their port.
+    if spec.fixed_addresses and not netns_available()[0]:
+        own_node_for_restarts = False
+    settings = _own_settings(spec)
+    spares = _spares(broker, broker_kind, settings, chosen, own_node_for_restarts)
     with contextlib.ExitStack() as stack:
         if spares is not None:
             stack.callback(spares.close)
-        b = stack.enter_context(_broker_for_impl(spec, broker, broker_kind))
+        b = stack.enter_context(_broker_for_impl(spec, broker, broker_kind, settings))
         graded: dict[str, ScenarioGrade] = {}
         stopped: list[str] = []  # the main lane stops at a service that never came up
 
@@ -228,9 +231,6 @@ def grade(impl: Impl | str | Path | None = None, broker: Any = None, *,
             if graded[sc.name].start_failed and on is b:
                 stopped.append(sc.name)
 
-        # Fixed addresses outside a namespace need the one broker put on their port.
-        if spec.fixed_addresses and not netns_available()[0]:
-            own_node_for_restarts = False
         own_node = lanes.aside(chosen, b, own_node_for_restarts)
         # With lanes, the rest run two at a time on the shared broker, each in its own
         # vhost: only for an implementation that keeps to its vhost and its given ports.

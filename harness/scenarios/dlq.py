@@ -30,7 +30,7 @@ def dlq(broker: Any = None, *, orders: int = 40, malformed_each: int = 2, poison
     with broker_for(broker) as b, Run("dlq", b, out=out, lab=cfg, progress=progress) as run:
         injected = 0
         half = run.place(LoadSpec(orders=orders // 2, seed=21, description="valid orders"))
-        run.wait_exchange(topo.ORDER_EVENTS)  # what the injections publish to
+        run.wait_declared(topo.ORDER_EVENTS, exchange=True)  # what the injections publish to
         for kind in MALFORMED:
             for _ in range(malformed_each):
                 run.faults.malformed(kind)

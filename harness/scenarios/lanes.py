@@ -68,6 +68,12 @@ def run_lanes(broker: Any, scenarios: Sequence[Scenario], own_node: Sequence[Sce
             run(sc, broker)  # after the others: it restarts the broker they share
 
 
+def node_settings(like: dict[str, Any]) -> dict[str, Any]:
+    """A node of its own: its own name and ports; the rest (credentials, timeouts) as
+    `like`'s."""
+    return {**like, "node_name": None, "amqp_port": None, "management_port": None}
+
+
 class Spares:
     """Local nodes booted ahead, alongside the shared broker's own boot, for the scenarios
     that will run on nodes of their own: a boot takes 5-15 s on 2 cores, and booted
@@ -75,10 +81,9 @@ class Spares:
 
     def __init__(self, count: int, settings: dict[str, Any]) -> None:
         from harness.brokers import open_broker
-        # Its own name and ports; the rest (credentials, timeouts) as the shared broker's.
-        own = {**settings, "node_name": None, "amqp_port": None, "management_port": None}
         self._pool = ThreadPoolExecutor(max_workers=max(1, count))
-        self._booting = [self._pool.submit(open_broker, "local", **own) for _ in range(count)]
+        self._booting = [self._pool.submit(open_broker, "local", **node_settings(settings))
+                         for _ in range(count)]
         self._lock = threading.Lock()
 
     def take(self) -> Any:
@@ -136,9 +141,7 @@ def _on_own_node(like: Any, sc: Scenario, run: Callable[[Scenario, Any], None],
     try:
         own = spares.take() if spares is not None else None
         if own is None:
-            # Its own name and ports; the rest (credentials, timeouts) as `like`'s.
-            own = open_broker("local", **{**asdict(like.settings), "node_name": None,
-                                          "amqp_port": None, "management_port": None})
+            own = open_broker("local", **node_settings(asdict(like.settings)))
     except (BrokerError, BrokerNotFound) as exc:
         log.warning("%s: no local node of its own (%s); it runs on the shared broker after "
                     "the others", sc.name, str(exc).splitlines()[0])

@@ -32,7 +32,7 @@ def malformed(broker: Any = None, *, orders: int = 20, each: int = 1,
     with broker_for(broker) as b, Run("malformed", b, out=out, lab=cfg, impl=impl,
                                       progress=progress) as run:
         injected = 0
-        run.wait_exchange(topo.ORDER_EVENTS)  # what the injections publish to
+        run.wait_declared(topo.ORDER_EVENTS, exchange=True)  # what the injections publish to
         for kind in MALFORMED:
             for _ in range(each):
                 run.faults.malformed(kind)
