@@ -238,18 +238,28 @@ def parse_event(body: bytes, *, expect: tuple[str, ...] = EVENT_TYPES) -> Event:
 def order_placed(
     order_id: str, user_id: str, items: tuple[Item, ...], *, event_id: str | None = None
 ) -> Event:
-    """Build an OrderPlaced event for an accepted order."""
+    """Build an OrderPlaced event for an accepted order (items as `validate_items` made them).
+
+    Built directly, not encoded and parsed back: the ids are checked here, and items that
+    passed `validate_items` bound the total. The wire JSON is encoded once, by `to_json`.
+    """
+    if not items:
+        raise InvalidEvent("items: must be a non-empty list")
     total = round(sum(i.quantity * i.price for i in items), 2)
+    if not math.isfinite(total) or not -MAX_TOTAL <= total <= MAX_TOTAL:
+        raise InvalidEvent("total_amount: must be a finite number")
+    event_id = check_id(event_id or new_event_id(), "event_id")
+    timestamp = now_iso()
     payload = {
-        "event_id": event_id or new_event_id(),
+        "event_id": event_id,
         "event_type": ORDER_PLACED,
-        "timestamp": now_iso(),
-        "order_id": order_id,
-        "user_id": user_id,
+        "timestamp": timestamp,
+        "order_id": check_id(order_id, "order_id"),
+        "user_id": check_id(user_id, "user_id"),
         "items": [i.to_dict() for i in items],
         "total_amount": total,
     }
-    return parse_event(encode(payload), expect=(ORDER_PLACED,))
+    return Event(ORDER_PLACED, event_id, order_id, timestamp, tuple(items), payload)
 
 
 def _bounded_reason(reason: str | None) -> str | None:

@@ -16,6 +16,7 @@ never a second event; the same key with another body gets 422.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -49,12 +50,18 @@ class KeyInProgress(RuntimeError):
 
 
 class Placed:
-    """What POST /order answers: the order, whether its event is confirmed, a replay or not."""
+    """What POST /order answers: the order, whether its event is confirmed, a replay or not.
 
-    def __init__(self, order: dict[str, Any], confirmed: bool, replayed: bool = False) -> None:
+    `body` is the order as the JSON it was stored as, when there is one: answered as it is
+    instead of encoded a second time.
+    """
+
+    def __init__(self, order: dict[str, Any], confirmed: bool, replayed: bool = False,
+                 body: str | None = None) -> None:
         self.order = order
         self.confirmed = confirmed
         self.replayed = replayed
+        self.body = body
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class _Accept:
     """One order to store with its event (and its Idempotency-Key with the request digest)."""
 
     order: dict[str, Any]
+    order_json: str
     event: str
     key: tuple[str, str] | None
 
@@ -101,9 +109,9 @@ class OrderService:
     def place(self, user_id: str, items: tuple[events.Item, ...],
               key: str | None = None) -> Placed:
         """Accept an order in the configured design; raise BrokerUnavailable to refuse it."""
-        digest = request_hash(user_id, items)
         if key is None:
-            return self._place_new(user_id, items, None, digest)
+            return self._place_new(user_id, items, None, "")
+        digest = request_hash(user_id, items)
         with self._keys_lock:
             if key in self._keys_in_progress:
                 raise KeyInProgress(key)
@@ -141,7 +149,7 @@ class OrderService:
         return {
             "order_id": event.order_id,
             "user_id": user_id,
-            "items": [i.to_dict() for i in items],
+            "items": event.payload["items"],
             "total_amount": event.payload["total_amount"],
             "status": "PENDING",
             "created_at": event.timestamp,
@@ -151,10 +159,13 @@ class OrderService:
     def _place_outbox(self, order: dict[str, Any], event_json: str, key: str | None,
                       digest: str) -> Placed:
         order_id = order["order_id"]
+        # Encoded once: stored as it is, and answered as it is.
+        order_json = json.dumps(order, separators=(",", ":"), allow_nan=False)
         self.relay.claim(order_id)  # before the row is visible to the relay
         try:
             seq, confirm = self.intake.submit(
-                _Accept(order, event_json, (key, digest) if key is not None else None))
+                _Accept(order, order_json, event_json,
+                        (key, digest) if key is not None else None))
         except BaseException:
             self.relay.release(order_id)
             raise
@@ -162,11 +173,11 @@ class OrderService:
             self.relay.release(order_id)
             self.relay.wake()
             self.accepted_unconfirmed += 1
-            return Placed(order, confirmed=False)
+            return Placed(order, confirmed=False, body=order_json)
         confirmed = self.relay.await_confirm(seq, order_id, confirm)
         if not confirmed:
             self.accepted_unconfirmed += 1
-        return Placed(order, confirmed=confirmed)
+        return Placed(order, confirmed=confirmed, body=order_json)
 
     def _accept_group(self, group: list[_Accept]) -> list[tuple[int, Future | None]
                                                           | BaseException]:
@@ -184,7 +195,9 @@ class OrderService:
                 self.store.mark_sent([seq for seq, _ in marks])
                 for accept in group:
                     try:
-                        stored.append(self.store.accept(accept.order, accept.event, accept.key))
+                        stored.append(self.store.accept(accept.order["order_id"],
+                                                        accept.order_json, accept.event,
+                                                        accept.key))
                     except sqlite3.IntegrityError as exc:
                         stored.append(exc)
         except BaseException:
@@ -262,7 +275,8 @@ def create_order_app(service: OrderService):
             service.refused += 1
             return error(503, f"order not accepted: the message broker is unavailable ({exc})",
                          retry=True)
-        response = jsonify(placed.order)
+        response = (app.response_class(placed.body, mimetype="application/json")
+                    if placed.body is not None else jsonify(placed.order))
         response.status_code = 201 if placed.confirmed else 202
         if placed.replayed:
             response.headers["Idempotent-Replayed"] = "true"

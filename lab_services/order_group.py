@@ -22,13 +22,16 @@ Result = TypeVar("Result")
 
 
 class _Waiter(Generic[Item, Result]):
-    __slots__ = ("item", "done", "result", "error")
+    __slots__ = ("item", "done", "result", "error", "wake")
 
     def __init__(self, item: Item) -> None:
         self.item = item
         self.done = False
         self.result: Result | None = None
         self.error: BaseException | None = None
+        # Held until the caller is woken: answered, or first in line and to lead.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -45,7 +48,7 @@ class GroupCommit(Generic[Item, Result]):
             raise ValueError(f"max_group must be at least 1, not {max_group}")
         self.handle = handle
         self.max_group = max_group
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
         self._queue: deque[_Waiter[Item, Result]] = deque()
         self.groups = 0  # how many groups were handled
         self.items = 0  # how many items they held
@@ -53,13 +56,18 @@ class GroupCommit(Generic[Item, Result]):
     def submit(self, item: Item) -> Result:
         """Have `item` handled with whatever else is waiting; return its result or raise."""
         me: _Waiter[Item, Result] = _Waiter(item)
-        with self._cond:
+        with self._mutex:
             self._queue.append(me)
-            while not me.done and self._queue[0] is not me:
-                self._cond.wait()
-            if not me.done:  # first in line: lead a group of everything waiting
-                group = [self._queue[i] for i in range(min(len(self._queue), self.max_group))]
+            first = len(self._queue) == 1
+        if not first:
+            # Woken once: by the leader that answered this item, or, first in line now, to
+            # lead. Each caller is woken alone (a lock each, not one shared condition's
+            # notify_all), so the callers queued for the next group are not woken for
+            # nothing.
+            me.wake.acquire()
         if not me.done:
+            with self._mutex:
+                group = [self._queue[i] for i in range(min(len(self._queue), self.max_group))]
             self._lead(group)
         if me.error is not None:
             raise me.error
@@ -67,7 +75,7 @@ class GroupCommit(Generic[Item, Result]):
 
     def waiting(self) -> int:
         """Items submitted and not answered yet (a leader's group included)."""
-        with self._cond:
+        with self._mutex:
             return len(self._queue)
 
     def _lead(self, group: list[_Waiter[Item, Result]]) -> None:
@@ -77,14 +85,19 @@ class GroupCommit(Generic[Item, Result]):
                 raise RuntimeError(f"group handler answered {len(results)} of {len(group)}")
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the group
             results = [exc] * len(group)
-        with self._cond:
-            for waiter, result in zip(group, results, strict=True):
+        for waiter, result in zip(group, results, strict=True):
+            if isinstance(result, BaseException):
+                waiter.error = result
+            else:
+                waiter.result = result
+            waiter.done = True
+        with self._mutex:
+            for _ in group:
                 self._queue.popleft()
-                if isinstance(result, BaseException):
-                    waiter.error = result
-                else:
-                    waiter.result = result
-                waiter.done = True
             self.groups += 1
             self.items += len(group)
-            self._cond.notify_all()
+            leader = self._queue[0] if self._queue else None
+        for waiter in group[1:]:  # the leader, group[0], is this thread: awake already
+            waiter.wake.release()
+        if leader is not None:
+            leader.wake.release()

@@ -42,20 +42,21 @@ class OrderStore(SqliteStore):
             db.execute("INSERT OR IGNORE INTO orders(order_id, body) VALUES (?, ?)",
                        (order["order_id"], json.dumps(order)))
 
-    def accept(self, order: dict[str, Any], event: str,
+    def accept(self, order_id: str, order_json: str, event: str,
                key: tuple[str, str] | None = None) -> int:
-        """Store an order, its unsent event and its (key, request hash) in one transaction.
+        """Store an order (as JSON), its unsent event and its (key, request hash) in one
+        transaction.
 
         Returns the outbox seq. Raises sqlite3.IntegrityError if the key was taken meanwhile.
         """
         with self.transaction() as db:
             if key is not None:
                 db.execute("INSERT INTO idempotency(key, request_hash, order_id, event)"
-                           " VALUES (?, ?, ?, ?)", (key[0], key[1], order["order_id"], event))
+                           " VALUES (?, ?, ?, ?)", (key[0], key[1], order_id, event))
             db.execute("INSERT INTO orders(order_id, body) VALUES (?, ?)",
-                       (order["order_id"], json.dumps(order)))
+                       (order_id, order_json))
             cur = db.execute("INSERT INTO outbox(order_id, event) VALUES (?, ?)",
-                             (order["order_id"], event))
+                             (order_id, event))
             return int(cur.lastrowid)
 
     def remember_key(self, key: str, request_hash: str, order_id: str, event: str) -> None:
