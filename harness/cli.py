@@ -43,6 +43,14 @@ def _non_negative(value: str) -> int:
     return n
 
 
+def _positive(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    n = _non_negative(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more, not 0")
+    return n
+
+
 def _broker_kind(value: str) -> str:
     """argparse type for --broker: refuse an unknown provider before anything starts."""
     from harness.brokers import parse_kind
@@ -201,7 +209,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import run as bench
     with _open(args) as broker:
         report = bench.run_bench(broker, backlog=args.backlog, runs=args.runs,
-                                 synchronous=args.synchronous, profile=args.profile,
+                                 synchronous=(("FULL", "NORMAL") if args.synchronous == "both"
+                                              else args.synchronous),
+                                 profile=args.profile, intake_rounds=args.intake_rounds,
                                  latency_orders=args.latency_orders,
                                  naive=None if args.no_naive else args.naive,
                                  intake_seconds=args.intake_seconds,
@@ -346,9 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="orders in the drain backlog (default 20000)")
     bench.add_argument("--runs", type=int, default=1,
                        help="floor and lab drain alternately this many times; medians")
-    bench.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL",
-                       help="SQLite synchronous for both the floor and the lab (default FULL, "
-                            "the lab's default)")
+    bench.add_argument("--synchronous", choices=("both", "FULL", "NORMAL"), default="both",
+                       help="SQLite synchronous for both the floor and the lab: the drain at "
+                            "FULL (the lab's default) and at NORMAL, or at one of them "
+                            "(default both; the intake uses FULL, or the one chosen)")
     bench.add_argument("--profile", action="store_true",
                        help="py-spy the lab inventory while it drains, and the lab order "
                             "service under wrk load (raw stacks in the run folder)")
@@ -359,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-naive", action="store_true",
                        help="skip the comparison with the naive implementation")
     bench.add_argument("--intake-seconds", type=_non_negative, default=5,
-                       help="seconds of wrk per shape (1 and 4 connections; 0 skips; default 5)")
+                       help="seconds of wrk per run (1, 4 and 16 connections; 0 skips; "
+                            "default 5)")
+    bench.add_argument("--intake-rounds", type=_positive, default=3,
+                       help="wrk runs per side and shape, taken in turn; medians (default 3)")
     bench.add_argument("--e2e-orders", type=_non_negative, default=500,
                        help="orders placed at 50/s per side for end-to-end latency (0 skips; "
                             "default 500)")

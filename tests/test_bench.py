@@ -15,20 +15,26 @@ from harness.bench.run import describe, run_bench
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-def test_bench_measures_floor_and_lab_drain_in_the_same_run(broker, tmp_path):
+def test_bench_measures_floor_and_lab_drain_at_both_settings_in_the_same_run(broker, tmp_path):
     report = run_bench(broker, backlog=300, runs=1, latency_orders=0, naive=None,
                        intake_seconds=0, out=tmp_path)
-    floor, drain = report["floor"], report["drain"]
-    assert floor["drain_rate_msg_s"] > 0 and floor["each"][0]["backlog"] == 300
-    assert drain["drain_rate_msg_s"] > 0 and drain["backlog"] == 300
-    assert report["drain_vs_floor"] > 0
+    assert [d["sqlite_synchronous"] for d in report["drains"]] == ["FULL", "NORMAL"]
+    for d in report["drains"]:
+        floor, lab = d["floor"], d["lab"]
+        assert floor["drain_rate_msg_s"] > 0 and floor["each"][0]["backlog"] == 300
+        assert lab["drain_rate_msg_s"] > 0 and lab["each"][0]["backlog"] == 300
+        assert d["drain_vs_floor"] == round(lab["drain_rate_msg_s"] / floor["drain_rate_msg_s"],
+                                            3)
+    assert report["backlog"] == 300
     assert set(report["rss_mb_peak_while_draining"]) == {"order", "inventory", "notification"}
     assert all(mb > 0 for mb in report["rss_mb_peak_while_draining"].values())
     saved = json.loads((Path(report["run_dir"]) / "bench.json").read_text())
-    assert saved["drain_vs_floor"] == report["drain_vs_floor"]
-    assert "of the floor" in describe(report)
+    assert saved["drains"] == report["drains"]
+    text = describe(report)
+    assert "synchronous=FULL" in text and "synchronous=NORMAL" in text
     assert [t["target"] for t in report["targets"]] == [
-        "drain >= 0.8 of the floor (SQLITE_SYNCHRONOUS=FULL)"]
+        "drain >= 0.8 of the floor (SQLITE_SYNCHRONOUS=FULL)",
+        "drain >= 0.8 of the floor (SQLITE_SYNCHRONOUS=NORMAL)"]
 
 
 def test_bench_compares_the_lab_with_the_naive_design(broker, tmp_path):
@@ -36,8 +42,9 @@ def test_bench_compares_the_lab_with_the_naive_design(broker, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("wrk is not installed (.ci/run installs it)")
         pytest.skip("wrk is not installed (apt-get install -y wrk)")
-    report = run_bench(broker, backlog=100, runs=1, latency_orders=0, intake_seconds=1,
-                       e2e_orders=20, naive_backlog=20, out=tmp_path)
+    report = run_bench(broker, backlog=100, runs=1, synchronous="FULL", latency_orders=0,
+                       intake_seconds=1, intake_rounds=2, e2e_orders=20, naive_backlog=20,
+                       out=tmp_path)
     shapes = [(1, 1), (2, 4), (2, 16)]
     floor = report["intake"]
     assert floor["floor"]["impl"] == "intake floor" and floor["lab"]["services"] == ["order"]
@@ -46,6 +53,10 @@ def test_bench_compares_the_lab_with_the_naive_design(broker, tmp_path):
         assert [(r["threads"], r["connections"]) for r in runs] == shapes
         assert all(r["requests"] > 0 and sum(r["statuses"].values()) == r["requests"]
                    for r in runs)
+        # Two rounds per shape, and the figure per shape is one of its real runs.
+        assert floor[side]["rounds"] == 2
+        assert all(len(every) == 2 and run in every
+                   for run, every in zip(runs, floor[side]["every_run"], strict=True))
     # The floor does the durable minimum: every answer a 201.
     assert all(set(r["statuses"]) == {"201"} for r in floor["floor"]["runs"])
     assert set(floor["lab_vs_floor_by_connections"]) == {"1", "4", "16"}
@@ -62,7 +73,8 @@ def test_bench_compares_the_lab_with_the_naive_design(broker, tmp_path):
             assert sum(r["statuses"].values()) == r["requests"]
             assert r["non_2xx"] == r["requests"] - sum(
                 n for code, n in r["statuses"].items() if code.startswith("2"))
-    assert intake["other"]["impl"] == "naive"
+    assert intake["other"]["impl"] == "naive" and intake["rounds"] == 2
+    assert all(len(every) == 2 for every in intake["lab"]["every_run"])
     assert all(ratio > 0 for ratio in intake["ratio_by_connections"].values())
     assert (Path(report["run_dir"]) / "wrk-post-order.lua").exists()
     lat = vs["latency"]

@@ -89,3 +89,34 @@ def test_bench_refuses_a_negative_size_before_any_broker_starts(tmp_path):
                           timeout=60)
     assert proc.returncode == 2 and "must be 0 or more" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_sides_take_turns_per_shape_first_side_alternating_and_the_median_run_is_kept(
+        monkeypatch, tmp_path):
+    from harness.bench import intake
+
+    calls: list[tuple[str, int]] = []
+    rates = iter([100.0, 50.0, 300.0, 10.0, 200.0, 20.0] * 10)
+
+    def fake_wrk(url: str, _script: Path, *, threads: int, connections: int,
+                 seconds: float) -> intake.WrkResult:
+        calls.append((url, connections))
+        n = int(next(rates) * seconds)
+        return intake.WrkResult(threads, connections, seconds, n, {"201": n}, {}, {})
+
+    monkeypatch.setattr(intake, "run_wrk", fake_wrk)
+    settled: list[str] = []
+    out = intake.in_turn({"a": "A", "b": "B"}, tmp_path / "s.lua", seconds=1, rounds=3,
+                         shapes=((1, 1), (2, 4)), before_run=settled.append)
+    # Per shape, both sides in turn; the side that goes first alternates by round.
+    assert calls == [("A", 1), ("B", 1), ("A", 4), ("B", 4),
+                     ("B", 1), ("A", 1), ("B", 4), ("A", 4),
+                     ("A", 1), ("B", 1), ("A", 4), ("B", 4)]
+    assert settled == [url.lower() for url, _ in calls]
+    for side in ("a", "b"):
+        assert out[side]["rounds"] == 3
+        for run, every in zip(out[side]["runs"], out[side]["every_run"], strict=True):
+            rates_seen = sorted(r["ok_2xx_s"] for r in every)
+            assert len(every) == 3 and run in every and run["ok_2xx_s"] == rates_seen[1]
+    with pytest.raises(ValueError, match="rounds"):
+        intake.in_turn({"a": "A"}, tmp_path / "s.lua", seconds=1, rounds=0)

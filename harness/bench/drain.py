@@ -7,6 +7,8 @@ import logging
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,16 @@ def stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=60)
+
+
+@contextmanager
+def spying(pid: int, out: Path) -> Iterator[None]:
+    """py-spy on a process for the duration of the block (nothing if py-spy cannot run)."""
+    spy = py_spy(pid, out)
+    try:
+        yield
+    finally:
+        stop_py_spy(spy)
 
 
 def drain_rate(broker: Broker, backlog: int, prefetch: int = 200,

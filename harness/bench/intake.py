@@ -10,10 +10,12 @@ The Python client (harness.load) stays the tool for correctness runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,3 +164,40 @@ def status_mix(run: dict[str, Any]) -> str:
     mix = ", ".join(f"{k}: {v}" for k, v in run["statuses"].items())
     errors = run["socket_errors"]
     return mix + (f"; socket errors {errors}" if any(errors.values()) else "")
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of several runs of one shape, the one with the median 2xx rate (a real run, not a mean)."""
+    ranked = sorted(runs, key=lambda r: r["ok_2xx_s"])
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def in_turn(urls: dict[str, str], script: Path, *, seconds: float, rounds: int,
+            shapes: tuple[tuple[int, int], ...] = SHAPES,
+            before_run: Callable[[str], None] | None = None,
+            around_run: Callable[[str, int, int], Any] | None = None) -> dict[str, Any]:
+    """wrk against each side in turn, shape by shape, `rounds` times; the median run per shape.
+
+    A shared 2-core machine drifts by a third within minutes: one run per side and shape
+    gave verdicts that flipped from one bench to the next. Here the sides take turns per
+    shape, the order of the turns alternates each round (so neither side always goes
+    first), and each side's figure per shape is its median run. `before_run(side)` is
+    called before each run (to let a side's consumers settle); `around_run(side, round,
+    shape index)` may return a context manager held during the run (a profiler).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
+    names = list(urls)
+    every: dict[str, list[list[dict[str, Any]]]] = {n: [[] for _ in shapes] for n in names}
+    for rnd in range(rounds):
+        for i, (threads, conns) in enumerate(shapes):
+            for name in (names if rnd % 2 == 0 else names[::-1]):
+                if before_run is not None:
+                    before_run(name)
+                held = around_run(name, rnd, i) if around_run is not None else None
+                with held if held is not None else contextlib.nullcontext():
+                    every[name][i].append(run_wrk(urls[name], script, threads=threads,
+                                                  connections=conns,
+                                                  seconds=seconds).to_dict())
+    return {n: {"runs": [median_run(runs) for runs in every[n]], "rounds": rounds,
+                "every_run": every[n]} for n in names}

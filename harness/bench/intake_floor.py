@@ -155,8 +155,9 @@ def describe_intake(it: dict[str, Any]) -> list[str]:
     """The intake comparison as text lines, one per connection count."""
     if "skipped" in it:
         return [f"HTTP intake against the intake floor: skipped ({it['skipped']})"]
-    lines = [f"HTTP intake, each alone, in turn (wrk; floor: plain Flask on waitress, "
-             f"{it['floor']['http_threads']} threads, one fsync and one confirm per order):"]
+    lines = [f"HTTP intake, each alone, in turn, median of {it['rounds']} run(s) each (wrk; "
+             f"floor: plain Flask on waitress, {it['floor']['http_threads']} threads, one "
+             f"fsync and one confirm per order):"]
     for a, b in zip(it["lab"]["runs"], it["floor"]["runs"], strict=True):
         conns = str(a["connections"])
         lines.append(f"  {conns:>2} connection(s): lab {a['ok_2xx_s']} 2xx/s [{status_mix(a)}]"

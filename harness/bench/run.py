@@ -4,8 +4,11 @@ Speed is measured here, never asserted in a test. The figures that matter:
 - the floor: the inventory step written in plain pika at full speed (`harness.bench.floor`),
   draining a backlog of N orders;
 - the lab's inventory draining the same backlog, on the same broker, in the same run,
-  as a fraction of the floor (target: 0.8 or better), and each service's RSS meanwhile;
-- latency per hop at a moderate steady load, and the HTTP accept rate of the order service.
+  as a fraction of the floor (target: 0.8 or better), at SQLite synchronous FULL and
+  NORMAL, and each service's RSS meanwhile;
+- latency per hop at a moderate steady load, and the HTTP accept rate of the order service;
+- HTTP intake with wrk against the intake floor and against the naive design, in turn,
+  median of several rounds.
 With `profile=True`, py-spy samples the lab's inventory while it drains (raw folded stacks).
 """
 
@@ -17,11 +20,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from harness.bench.drain import PLENTY, drain_rate, floor_drain, py_spy, stop_py_spy
-from harness.bench.intake import SHAPES, run_wrk, status_mix, write_script, wrk_path
+from harness.bench.drain import PLENTY, drain_rate, floor_drain, spying
+from harness.bench.intake import SHAPES, in_turn, status_mix, write_script, wrk_path
 from harness.bench.intake_floor import (
     INTAKE_FLOOR_TARGET,
     SCALING_TARGET,
+    SYNCHRONOUS,
     describe_intake,
     floor_threads,
     intake_targets,
@@ -69,38 +73,40 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
-def intake_vs_floor(broker: Broker, folder: Path, *, seconds: float, synchronous: str,
-                    profile: bool) -> dict[str, Any]:
+def intake_vs_floor(broker: Broker, folder: Path, *, seconds: float, rounds: int,
+                    synchronous: str, profile: bool) -> dict[str, Any]:
     """The intake floor and the lab's order service, each alone, driven by wrk in turn.
 
-    Both run side by side for the whole measurement and take turns per shape (floor, then
-    lab), so that a machine whose load drifts treats both alike. Only the order service
-    runs: nothing drains order_placed on either side.
+    Both run side by side for the whole measurement and take turns per shape, `rounds`
+    times with the order alternating (harness.bench.intake.in_turn): each side's figure per
+    shape is its median run. Only the order service runs: nothing drains order_placed on
+    either side.
     """
     order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
     script = write_script(folder, order)
     cfg = LabConfig(initial_stock=PLENTY, log_level="WARNING",
                     extra_env={"SQLITE_SYNCHRONOUS": synchronous})
-    floor_runs, lab_runs = [], []
     with running_floor(broker, folder, synchronous) as floor_url, \
             Lab(broker, cfg, services=("order",)) as lab:
-        for i, (threads, conns) in enumerate(SHAPES):
-            floor_runs.append(run_wrk(floor_url + "/order", script, threads=threads,
-                                      connections=conns, seconds=seconds).to_dict())
-            spy = None
-            if profile and i == len(SHAPES) - 1:
-                spy = py_spy(lab.services["order"].proc.pid, folder / "order-profile-wrk.txt")
-            lab_runs.append(run_wrk(lab.url("order") + "/order", script, threads=threads,
-                                    connections=conns, seconds=seconds).to_dict())
-            stop_py_spy(spy)
+        pid = lab.services["order"].proc.pid
+        last = len(SHAPES) - 1
+
+        def around(side: str, rnd: int, shape: int) -> Any:
+            if profile and side == "lab" and rnd == rounds - 1 and shape == last:
+                return spying(pid, folder / "order-profile-wrk.txt")
+            return None
+
+        measured = in_turn({"floor": floor_url + "/order", "lab": lab.url("order") + "/order"},
+                           script, seconds=seconds, rounds=rounds, around_run=around)
         grouped = lab.get("order", "/health")
+    floor_runs, lab_runs = measured["floor"]["runs"], measured["lab"]["runs"]
     by_conns = {str(r["connections"]): r["ok_2xx_s"] for r in lab_runs}
     return {"floor": {"impl": "intake floor", "http_threads": floor_threads(),
-                      "runs": floor_runs},
-            "lab": {"impl": "lab", "services": ["order"], "runs": lab_runs,
+                      **measured["floor"]},
+            "lab": {"impl": "lab", "services": ["order"], **measured["lab"],
                     "group_commits": grouped.get("group_commits"),
                     "grouped_orders": grouped.get("grouped_orders")},
-            "sqlite_synchronous": synchronous,
+            "sqlite_synchronous": synchronous, "rounds": rounds,
             "lab_vs_floor_by_connections": {
                 str(a["connections"]): _ratio(a["ok_2xx_s"], b["ok_2xx_s"])
                 for a, b in zip(lab_runs, floor_runs, strict=True)},
@@ -109,7 +115,7 @@ def intake_vs_floor(broker: Broker, folder: Path, *, seconds: float, synchronous
 
 
 def versus(broker: Broker, other: Impl | str | Path, folder: Path, *, intake_seconds: float,
-           e2e_orders: int, e2e_rate: float, backlog: int, profile: bool) -> dict[str, Any]:
+           rounds: int, e2e_orders: int, e2e_rate: float, backlog: int) -> dict[str, Any]:
     """The lab and `other` side by side: wrk intake, latency at `e2e_rate`, drain of `backlog`.
 
     The drain backlog is small on purpose: the naive design takes one message at a time and
@@ -120,10 +126,10 @@ def versus(broker: Broker, other: Impl | str | Path, folder: Path, *, intake_sec
         if wrk_path() is None:
             result["intake"] = {"skipped": "wrk is not installed (apt-get install -y wrk)"}
         else:
-            lab = intake(broker, None, folder, seconds=intake_seconds)
-            them = intake(broker, other, folder, seconds=intake_seconds)
+            both = intake(broker, other, folder, seconds=intake_seconds, rounds=rounds)
+            lab, them = both["lab"], both["other"]
             result["intake"] = {
-                "lab": lab, "other": them,
+                "lab": lab, "other": them, "rounds": rounds,
                 "ratio_by_connections": {
                     str(a["connections"]): _ratio(a["ok_2xx_s"], b["ok_2xx_s"])
                     for a, b in zip(lab["runs"], them["runs"], strict=True)},
@@ -146,9 +152,9 @@ def versus(broker: Broker, other: Impl | str | Path, folder: Path, *, intake_sec
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each of issue 11's speed targets: what was measured, the target, and whether it is met."""
     rows = [{"target": f"drain >= {TARGET} of the floor "
-                       f"(SQLITE_SYNCHRONOUS={report['sqlite_synchronous']})",
-             "value": report["drain_vs_floor"],
-             "met": (report["drain_vs_floor"] or 0) >= TARGET}]
+                       f"(SQLITE_SYNCHRONOUS={d['sqlite_synchronous']})",
+             "value": d["drain_vs_floor"], "met": (d["drain_vs_floor"] or 0) >= TARGET}
+            for d in report["drains"]]
     rows += intake_targets(report.get("intake") or {})
     vs = report.get("versus") or {}
     for conns, ratio in (vs.get("intake") or {}).get("ratio_by_connections", {}).items():
@@ -166,56 +172,83 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch: int = 200,
-              synchronous: str = "FULL", latency_orders: int = 1000, profile: bool = False,
-              naive: str | Path | None = NAIVE_SPEC, intake_seconds: float = 5.0,
-              e2e_orders: int = 500, e2e_rate: float = 50.0, naive_backlog: int = 500,
-              out: str | Path = "runs") -> dict[str, Any]:
-    """Floor and lab drain alternately `runs` times (medians), then latency; write bench.json.
+def drains_at(broker: Broker, folder: Path, *, settings: tuple[str, ...], backlog: int,
+              runs: int, prefetch: int, profile: bool) -> list[dict[str, Any]]:
+    """Floor and lab drain `backlog` at each SQLite `synchronous` setting, `runs` times.
 
-    Both sides commit SQLite with the same `synchronous` (the lab's default is FULL: one
-    fsync per burst), so that the fraction compares designs, not durability settings.
-    With `intake_seconds`, the lab's order service and the intake floor (harness.bench.
-    intake_floor) are driven by wrk in turn, shape by shape, at 1, 4 and 16 connections.
-    With `naive` (an impl.toml; None to skip), the lab is also measured against it:
-    wrk intake for `intake_seconds` per shape, latency at `e2e_rate` over `e2e_orders`,
-    and both draining `naive_backlog` (0 skips any of the three).
+    In each run, every setting is measured once, floor then lab; the figures are medians
+    over the runs, so that a machine drifting during the bench drifts for both sides and
+    both settings alike.
     """
-    folder = run_folder(out, "bench")
-    floors, drains = [], []
+    floors: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
+    labs: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
     for i in range(runs):
-        floors.append(floor_drain(broker, backlog, prefetch, synchronous))
-        prof = folder / f"inventory-profile-{i + 1}.txt" if profile else None
-        drains.append(drain_rate(broker, backlog, prefetch, prof, synchronous))
-    floor_rate = statistics.median(f["drain_rate_msg_s"] for f in floors)
-    lab_rate = statistics.median(d["drain_rate_msg_s"] or 0 for d in drains)
+        for sync in settings:
+            floors[sync].append(floor_drain(broker, backlog, prefetch, sync))
+            prof = (folder / f"inventory-profile-{sync.lower()}-{i + 1}.txt" if profile
+                    else None)
+            labs[sync].append(drain_rate(broker, backlog, prefetch, prof, sync))
+    result = []
+    for sync in settings:
+        floor_rate = statistics.median(f["drain_rate_msg_s"] for f in floors[sync])
+        lab_rate = statistics.median(d["drain_rate_msg_s"] or 0 for d in labs[sync])
+        result.append({"sqlite_synchronous": sync,
+                       "floor": {"drain_rate_msg_s": floor_rate, "each": floors[sync]},
+                       "lab": {"drain_rate_msg_s": lab_rate, "each": labs[sync]},
+                       "drain_vs_floor": _ratio(lab_rate, floor_rate)})
+    return result
+
+
+def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch: int = 200,
+              synchronous: str | tuple[str, ...] = SYNCHRONOUS, latency_orders: int = 1000,
+              profile: bool = False, naive: str | Path | None = NAIVE_SPEC,
+              intake_seconds: float = 5.0, intake_rounds: int = 3, e2e_orders: int = 500,
+              e2e_rate: float = 50.0, naive_backlog: int = 500,
+              out: str | Path = "runs") -> dict[str, Any]:
+    """Floor and lab drains at each `synchronous` setting (medians of `runs`), latency,
+    intake against its floor and against `naive`; write bench.json.
+
+    Both sides of a drain commit SQLite with the same `synchronous` (the lab's default is
+    FULL: one fsync per burst), so that the fraction compares designs, not durability
+    settings; by default the drain is measured at FULL and at NORMAL. With
+    `intake_seconds`, the lab's order service and the intake floor (harness.bench.
+    intake_floor) are driven by wrk in turn, shape by shape, at 1, 4 and 16 connections,
+    `intake_rounds` times (medians), with the first setting. With `naive` (an impl.toml;
+    None to skip), the lab is also measured against it: wrk intake side by side the same
+    way, latency at `e2e_rate` over `e2e_orders`, and both draining `naive_backlog` (0
+    skips any of the three).
+    """
+    settings = (synchronous,) if isinstance(synchronous, str) else tuple(synchronous)
+    if not settings or any(s not in SYNCHRONOUS for s in settings):
+        raise ValueError(f"synchronous must be among {SYNCHRONOUS}, not {synchronous!r}")
+    folder = run_folder(out, "bench")
+    drains = drains_at(broker, folder, settings=settings, backlog=backlog, runs=runs,
+                       prefetch=prefetch, profile=profile)
     rss: dict[str, float] = {}
     for d in drains:
-        for name, mb in d["rss_mb_peak"].items():
-            rss[name] = max(mb, rss.get(name, 0.0))
+        for each in d["lab"]["each"]:
+            for name, mb in each["rss_mb_peak"].items():
+                rss[name] = max(mb, rss.get(name, 0.0))
     report: dict[str, Any] = {
         "broker": {"provider": broker.provider, "version": broker.version()},
-        "runs": runs,
-        "sqlite_synchronous": synchronous,
-        "floor": {"drain_rate_msg_s": floor_rate, "each": floors},
-        "drain": {"backlog": backlog, "prefetch": prefetch, "drain_rate_msg_s": lab_rate,
-                  "each": drains},
-        "drain_vs_floor": round(lab_rate / floor_rate, 3) if floor_rate else None,
+        "runs": runs, "backlog": backlog, "prefetch": prefetch,
+        "drains": drains,
         "target_vs_floor": TARGET,
         "rss_mb_peak_while_draining": rss,
         **(steady_latency(broker, orders=latency_orders) if latency_orders else {}),
     }
     if intake_seconds > 0:
         report["intake"] = (
-            intake_vs_floor(broker, folder, seconds=intake_seconds, synchronous=synchronous,
-                            profile=profile) if wrk_path() is not None
+            intake_vs_floor(broker, folder, seconds=intake_seconds, rounds=intake_rounds,
+                            synchronous=settings[0], profile=profile)
+            if wrk_path() is not None
             else {"skipped": "wrk is not installed (apt-get install -y wrk)"})
     if naive is not None and not Path(naive).exists():
         report["versus"] = {"skipped": f"no implementation spec at {naive}"}
     elif naive is not None:
         report["versus"] = {"impl": str(naive), **versus(
-            broker, naive, folder, intake_seconds=intake_seconds, e2e_orders=e2e_orders,
-            e2e_rate=e2e_rate, backlog=naive_backlog, profile=profile)}
+            broker, naive, folder, intake_seconds=intake_seconds, rounds=intake_rounds,
+            e2e_orders=e2e_orders, e2e_rate=e2e_rate, backlog=naive_backlog)}
     report["targets"] = targets(report)
     (folder / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     report["run_dir"] = str(folder)
@@ -232,7 +265,8 @@ def _describe_versus(vs: dict[str, Any]) -> list[str]:
     elif it:
         for a, b in zip(it["lab"]["runs"], it["other"]["runs"], strict=True):
             lines.append(
-                f"  HTTP intake (wrk, {a['connections']} connection(s), {a['seconds']:.0f} s):"
+                f"  HTTP intake (wrk, {a['connections']} connection(s), {a['seconds']:.0f} s, "
+                f"median of {it['rounds']}):"
                 f" lab {a['ok_2xx_s']} 2xx/s [{status_mix(a)}], {it['other']['impl']} "
                 f"{b['ok_2xx_s']} 2xx/s [{status_mix(b)}] -> "
                 f"{it['ratio_by_connections'][str(a['connections'])]}x")
@@ -255,17 +289,18 @@ def _describe_versus(vs: dict[str, Any]) -> list[str]:
 
 def describe(report: dict[str, Any]) -> str:
     """A short text summary of a bench report, ending with each target met or missed."""
-    d, f = report["drain"], report["floor"]
-    frac = report["drain_vs_floor"] or 0.0
-    verdict = "meets" if frac >= report["target_vs_floor"] else "BELOW"
-    lines = [
-        f"broker: {report['broker']['provider']} {report['broker']['version']}"
-        f" ({report['runs']} run(s), medians)",
-        f"plain-pika floor, inventory step ({d['backlog']} orders, prefetch {d['prefetch']}, "
-        f"SQLite synchronous={report['sqlite_synchronous']}): "
-        f"{f['drain_rate_msg_s']:.0f} msg/s",
-        f"lab inventory drain, same backlog: {d['drain_rate_msg_s']} msg/s = {frac:.2f} of the "
-        f"floor ({verdict} the target {report['target_vs_floor']})",
+    lines = [f"broker: {report['broker']['provider']} {report['broker']['version']}"
+             f" ({report['runs']} run(s), medians)"]
+    for d in report["drains"]:
+        frac = d["drain_vs_floor"] or 0.0
+        verdict = "meets" if frac >= report["target_vs_floor"] else "BELOW"
+        lines += [
+            f"SQLite synchronous={d['sqlite_synchronous']}, {report['backlog']} orders, "
+            f"prefetch {report['prefetch']}: plain-pika floor "
+            f"{d['floor']['drain_rate_msg_s']:.0f} msg/s, lab inventory "
+            f"{d['lab']['drain_rate_msg_s']} msg/s = {frac:.2f} of the floor ({verdict} the "
+            f"target {report['target_vs_floor']})"]
+    lines += [
         "RSS while draining (peak MiB): " + ", ".join(
             f"{k} {v}" for k, v in report["rss_mb_peak_while_draining"].items()),
     ]

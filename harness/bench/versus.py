@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import amqp
-from harness.bench.drain import py_spy, stop_py_spy
-from harness.bench.intake import SHAPES, run_wrk, write_script
+from harness.bench.intake import SHAPES, in_turn, write_script
 from harness.brokers import Broker
 from harness.lab import Lab, LabConfig
 from harness.lab.impl import Impl
@@ -42,30 +41,26 @@ def _settle(lab: Lab, timeout: float) -> None:
         log.warning("%s: %s", lab.impl.name, exc)
 
 
-def intake(broker: Broker, impl: Impl | str | Path | None, folder: Path, *,
-           seconds: float = 5.0, shapes: tuple[tuple[int, int], ...] = SHAPES,
-           profile_to: Path | None = None) -> dict[str, Any]:
-    """POST /order flat out with wrk, for each (threads, connections); requests/s and statuses.
+def intake(broker: Broker, other: Impl | str | Path, folder: Path, *, seconds: float = 5.0,
+           rounds: int = 3, shapes: tuple[tuple[int, int], ...] = SHAPES) -> dict[str, Any]:
+    """POST /order flat out with wrk on the lab and on `other`, side by side, in turn.
 
-    With `profile_to`, py-spy samples the order service during the last (busiest) shape.
+    Both run whole (all three services) on the same broker for the whole measurement; per
+    shape they take turns, `rounds` times with the order alternating, and each side's
+    figure is its median run (harness.bench.intake.in_turn). Before each run, the side's
+    consumers are let catch up with what its last run queued, so that neither side's
+    backlog eats the other's run.
     """
     order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
     script = write_script(folder, order)
-    runs = []
-    with Lab(broker, _config(), impl=impl) as lab:
-        url = lab.url("order") + "/order"
-        for i, (threads, conns) in enumerate(shapes):
-            if i:
-                _settle(lab, 60 + 2 * seconds)
-            spy = None
-            if profile_to is not None and i == len(shapes) - 1:
-                spy = py_spy(lab.services["order"].proc.pid, profile_to)
-            runs.append(run_wrk(url, script, threads=threads, connections=conns,
-                                seconds=seconds).to_dict())
-            stop_py_spy(spy)
-        name = lab.impl.name
-    return {"impl": name, "script": script.name, "runs": runs,
-            **({"profile": str(profile_to)} if profile_to is not None else {})}
+    with Lab(broker, _config()) as lab, Lab(broker, _config(), impl=other) as them:
+        labs = {"lab": lab, "other": them}
+        measured = in_turn({side: one.url("order") + "/order" for side, one in labs.items()},
+                           script, seconds=seconds, rounds=rounds, shapes=shapes,
+                           before_run=lambda side: _settle(labs[side], 60 + 2 * seconds))
+        names = {side: one.impl.name for side, one in labs.items()}
+    return {side: {"impl": names[side], "script": script.name, **measured[side]}
+            for side in labs}
 
 
 def latency_at(broker: Broker, impl: Impl | str | Path | None, *, orders: int = 500,
