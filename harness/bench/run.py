@@ -87,7 +87,7 @@ def intake_vs_floor(broker: Broker, folder: Path, *, seconds: float, rounds: int
     cfg = LabConfig(initial_stock=PLENTY, log_level="WARNING",
                     extra_env={"SQLITE_SYNCHRONOUS": synchronous})
     with running_floor(broker, folder, synchronous) as floor_url, \
-            Lab(broker, cfg, services=("order",)) as lab:
+            Lab(broker, cfg, services=("order",), workdir=folder / "intake-lab") as lab:
         pid = lab.services["order"].proc.pid
         last = len(SHAPES) - 1
 

@@ -53,7 +53,10 @@ def intake(broker: Broker, other: Impl | str | Path, folder: Path, *, seconds: f
     """
     order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
     script = write_script(folder, order)
-    with Lab(broker, _config()) as lab, Lab(broker, _config(), impl=other) as them:
+    # Their logs are kept in the run folder: a non-2xx answer is reported by the bench and
+    # must be explainable afterwards.
+    with Lab(broker, _config(), workdir=folder / "intake-lab") as lab, \
+            Lab(broker, _config(), impl=other, workdir=folder / "intake-other") as them:
         labs = {"lab": lab, "other": them}
         measured = in_turn({side: one.url("order") + "/order" for side, one in labs.items()},
                            script, seconds=seconds, rounds=rounds, shapes=shapes,
