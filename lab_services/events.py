@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +66,8 @@ class Event:
     timestamp: str
     items: tuple[Item, ...]
     payload: dict[str, Any]
+    # The wire JSON when the event was built here and encoded already (never compared).
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def user_id(self) -> str | None:
@@ -79,7 +81,7 @@ class Event:
 
     def to_json(self) -> bytes:
         """The event as UTF-8 wire JSON."""
-        return encode(self.payload)
+        return self.wire if self.wire is not None else encode(self.payload)
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -240,8 +242,10 @@ def order_placed(
 ) -> Event:
     """Build an OrderPlaced event for an accepted order (items as `validate_items` made them).
 
-    Built directly, not encoded and parsed back: the ids are checked here, and items that
-    passed `validate_items` bound the total. The wire JSON is encoded once, by `to_json`.
+    Built directly, not encoded and parsed back: the ids are checked here, items that
+    passed `validate_items` bound the total, and the wire JSON, encoded once here, must fit
+    in MAX_EVENT_BYTES, or no consumer would take it (ids of characters outside the Basic
+    Multilingual Plane grow to 12 bytes each as JSON escapes).
     """
     if not items:
         raise InvalidEvent("items: must be a non-empty list")
@@ -259,7 +263,11 @@ def order_placed(
         "items": [i.to_dict() for i in items],
         "total_amount": total,
     }
-    return Event(ORDER_PLACED, event_id, order_id, timestamp, tuple(items), payload)
+    wire = encode(payload)
+    if len(wire) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"body: the order's event would be {len(wire)} bytes as JSON, more "
+                           f"than {MAX_EVENT_BYTES}: fewer items or shorter ids")
+    return Event(ORDER_PLACED, event_id, order_id, timestamp, tuple(items), payload, wire)
 
 
 def _bounded_reason(reason: str | None) -> str | None:

@@ -294,6 +294,13 @@ def create_order_app(service: OrderService):
             return error(400, exc.reason, field=exc.reason.split(":")[0])
         try:
             placed = service.place(user_id, items, key)
+        except events.InvalidEvent as exc:  # valid fields, but an event no consumer takes
+            return error(400, exc.reason, field=exc.reason.split(":")[0])
+        except sqlite3.IntegrityError:
+            # A concurrent request took this order's id or key between the check and the
+            # insert: in the direct design after its event went out (its known window).
+            return error(503, "order not stored: a concurrent request took its id or "
+                              "Idempotency-Key; try again", retry=True)
         except IdempotencyConflict:
             return error(422, "Idempotency-Key: reused with a different body",
                          field="Idempotency-Key")

@@ -39,7 +39,8 @@ class OrderStore(SqliteStore):
     def add(self, order: dict[str, Any]) -> None:
         """Record an accepted order (the direct design: its event was confirmed already)."""
         with self.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO orders(order_id, body) VALUES (?, ?)",
+            # A plain INSERT: an id taken meanwhile fails loudly instead of dropping the order.
+            db.execute("INSERT INTO orders(order_id, body) VALUES (?, ?)",
                        (order["order_id"], json.dumps(order)))
 
     def accept(self, order_id: str, order_json: str, event: str,
