@@ -120,3 +120,17 @@ def test_sides_take_turns_per_shape_first_side_alternating_and_the_median_run_is
             assert len(every) == 3 and run in every and run["ok_2xx_s"] == rates_seen[1]
     with pytest.raises(ValueError, match="rounds"):
         intake.in_turn({"a": "A"}, tmp_path / "s.lua", seconds=1, rounds=0)
+
+
+def test_a_non_2xx_answer_in_any_run_is_reported_not_only_the_median_runs():
+    from harness.bench.intake import non_2xx_in_any_run
+
+    def run(statuses: dict[str, int]) -> dict:
+        return {"requests": sum(statuses.values()), "statuses": statuses}
+
+    clean = {"every_run": [[run({"201": 10}), run({"201": 12})], [run({"201": 30})]]}
+    assert non_2xx_in_any_run(clean) is None
+    # The 500 is in a run that is not the median one of its shape: it is still reported.
+    once = {"every_run": [[run({"201": 10}), run({"201": 11, "500": 1}), run({"201": 12})],
+                          [run({"201": 30, "503": 2})]]}
+    assert non_2xx_in_any_run(once) == "3 non-2xx answer(s) of 66 over all runs: 500: 1, 503: 2"

@@ -166,8 +166,28 @@ def status_mix(run: dict[str, Any]) -> str:
     return mix + (f"; socket errors {errors}" if any(errors.values()) else "")
 
 
+def non_2xx_in_any_run(side: dict[str, Any]) -> str | None:
+    """Every non-2xx answer over all of a side's runs, as a line, or None if there was none.
+
+    Only each shape's median run is shown in full: an error in another run must not hide.
+    """
+    bad: dict[str, int] = {}
+    total = 0
+    for shape in side.get("every_run", [side.get("runs", [])]):
+        for run in shape:
+            total += run["requests"]
+            for code, n in run["statuses"].items():
+                if not code.startswith("2"):
+                    bad[code] = bad.get(code, 0) + n
+    if not bad:
+        return None
+    return (f"{sum(bad.values())} non-2xx answer(s) of {total} over all runs: "
+            + ", ".join(f"{code}: {n}" for code, n in sorted(bad.items())))
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Of several runs of one shape, the one with the median 2xx rate (a real run, not a mean)."""
+    """Of several runs of one shape, the one with the median 2xx rate (a real run, not a mean;
+    of an even number, the lower of the middle two)."""
     ranked = sorted(runs, key=lambda r: r["ok_2xx_s"])
     return ranked[(len(ranked) - 1) // 2]
 

@@ -33,7 +33,7 @@ import requests
 from flask import Flask, jsonify, request
 
 from harness.bench import topology_vhost
-from harness.bench.intake import status_mix
+from harness.bench.intake import non_2xx_in_any_run, status_mix
 from harness.brokers import Broker
 from harness.ports import free_ports, release_ports
 from harness.waiting import wait_until
@@ -164,6 +164,10 @@ def describe_intake(it: dict[str, Any]) -> list[str]:
                      f", floor {b['ok_2xx_s']} 2xx/s [{status_mix(b)}] -> "
                      f"{it['lab_vs_floor_by_connections'][conns]} of the floor; lab p99 "
                      f"{a['latency_ms']['p99']} ms")
+    for side in ("floor", "lab"):
+        bad = non_2xx_in_any_run(it[side])
+        if bad:
+            lines.append(f"  {side}: {bad}")
     lines.append(f"  lab with 4 connections / with 1: {it['lab_4_vs_1']}x; group commit: "
                  f"{it['lab'].get('grouped_orders')} orders in "
                  f"{it['lab'].get('group_commits')} transactions")

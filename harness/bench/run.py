@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.drain import PLENTY, drain_rate, floor_drain, spying
-from harness.bench.intake import SHAPES, in_turn, status_mix, write_script, wrk_path
+from harness.bench.intake import (
+    SHAPES,
+    in_turn,
+    non_2xx_in_any_run,
+    status_mix,
+    write_script,
+    wrk_path,
+)
 from harness.bench.intake_floor import (
     INTAKE_FLOOR_TARGET,
     SCALING_TARGET,
@@ -87,7 +94,7 @@ def intake_vs_floor(broker: Broker, folder: Path, *, seconds: float, rounds: int
     cfg = LabConfig(initial_stock=PLENTY, log_level="WARNING",
                     extra_env={"SQLITE_SYNCHRONOUS": synchronous})
     with running_floor(broker, folder, synchronous) as floor_url, \
-            Lab(broker, cfg, services=("order",), workdir=folder / "intake-lab") as lab:
+            Lab(broker, cfg, services=("order",), workdir=folder / "intake-vs-floor-lab") as lab:
         pid = lab.services["order"].proc.pid
         last = len(SHAPES) - 1
 
@@ -270,6 +277,10 @@ def _describe_versus(vs: dict[str, Any]) -> list[str]:
                 f" lab {a['ok_2xx_s']} 2xx/s [{status_mix(a)}], {it['other']['impl']} "
                 f"{b['ok_2xx_s']} 2xx/s [{status_mix(b)}] -> "
                 f"{it['ratio_by_connections'][str(a['connections'])]}x")
+        for side in ("lab", "other"):
+            bad = non_2xx_in_any_run(it[side])
+            if bad:
+                lines.append(f"  {it[side]['impl']}: {bad}")
     lat = vs.get("latency")
     if lat:
         for side in ("lab", "other"):

@@ -47,20 +47,26 @@ def intake(broker: Broker, other: Impl | str | Path, folder: Path, *, seconds: f
 
     Both run whole (all three services) on the same broker for the whole measurement; per
     shape they take turns, `rounds` times with the order alternating, and each side's
-    figure is its median run (harness.bench.intake.in_turn). Before each run, the side's
-    consumers are let catch up with what its last run queued, so that neither side's
+    figure is its median run (harness.bench.intake.in_turn). Before each run, both sides'
+    consumers are let catch up with what their last runs queued, so that neither side's
     backlog eats the other's run.
     """
     order = order_mix(LoadSpec(orders=1, seed=11, progress=False))[0]
     script = write_script(folder, order)
     # Their logs are kept in the run folder: a non-2xx answer is reported by the bench and
     # must be explainable afterwards.
-    with Lab(broker, _config(), workdir=folder / "intake-lab") as lab, \
-            Lab(broker, _config(), impl=other, workdir=folder / "intake-other") as them:
+    with Lab(broker, _config(), workdir=folder / "intake-vs-naive-lab") as lab, \
+            Lab(broker, _config(), impl=other, workdir=folder / "intake-vs-naive-other") as them:
         labs = {"lab": lab, "other": them}
+
+        def settle_both(_side: str) -> None:
+            # Both: the side that just ran is still draining its run's orders.
+            for one in labs.values():
+                _settle(one, 60 + 2 * seconds)
+
         measured = in_turn({side: one.url("order") + "/order" for side, one in labs.items()},
                            script, seconds=seconds, rounds=rounds, shapes=shapes,
-                           before_run=lambda side: _settle(labs[side], 60 + 2 * seconds))
+                           before_run=settle_both)
         names = {side: one.impl.name for side, one in labs.items()}
     return {side: {"impl": names[side], "script": script.name, **measured[side]}
             for side in labs}
