@@ -354,8 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="drain vs the plain-pika floor, latency, HTTP rate, RSS")
     bench.add_argument("--backlog", type=int, default=20_000,
                        help="orders in the drain backlog (default 20000)")
-    bench.add_argument("--runs", type=int, default=1,
-                       help="floor and lab drain alternately this many times; medians")
+    bench.add_argument("--runs", type=_positive, default=3,
+                       help="floor and lab drain this many times at each setting, the side "
+                            "going first alternating; medians (default 3)")
     bench.add_argument("--synchronous", choices=("both", "FULL", "NORMAL"), default="both",
                        help="SQLite synchronous for both the floor and the lab: the drain at "
                             "FULL (the lab's default) and at NORMAL, or at one of them "

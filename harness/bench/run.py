@@ -183,18 +183,21 @@ def drains_at(broker: Broker, folder: Path, *, settings: tuple[str, ...], backlo
               runs: int, prefetch: int, profile: bool) -> list[dict[str, Any]]:
     """Floor and lab drain `backlog` at each SQLite `synchronous` setting, `runs` times.
 
-    In each run, every setting is measured once, floor then lab; the figures are medians
-    over the runs, so that a machine drifting during the bench drifts for both sides and
-    both settings alike.
+    In each run, every setting is measured once on each side, the side that goes first
+    alternating from run to run (floor first in the first run); the figures are medians over
+    the runs, so that a machine drifting during the bench drifts for both sides alike.
     """
     floors: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
     labs: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
     for i in range(runs):
         for sync in settings:
-            floors[sync].append(floor_drain(broker, backlog, prefetch, sync))
             prof = (folder / f"inventory-profile-{sync.lower()}-{i + 1}.txt" if profile
                     else None)
-            labs[sync].append(drain_rate(broker, backlog, prefetch, prof, sync))
+            for side in (("floor", "lab") if i % 2 == 0 else ("lab", "floor")):
+                if side == "floor":
+                    floors[sync].append(floor_drain(broker, backlog, prefetch, sync))
+                else:
+                    labs[sync].append(drain_rate(broker, backlog, prefetch, prof, sync))
     result = []
     for sync in settings:
         floor_rate = statistics.median(f["drain_rate_msg_s"] for f in floors[sync])
@@ -206,7 +209,7 @@ def drains_at(broker: Broker, folder: Path, *, settings: tuple[str, ...], backlo
     return result
 
 
-def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 1, prefetch: int = 200,
+def run_bench(broker: Broker, *, backlog: int = 20_000, runs: int = 3, prefetch: int = 200,
               synchronous: str | tuple[str, ...] = SYNCHRONOUS, latency_orders: int = 1000,
               profile: bool = False, naive: str | Path | None = NAIVE_SPEC,
               intake_seconds: float = 5.0, intake_rounds: int = 3, e2e_orders: int = 500,
