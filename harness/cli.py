@@ -209,7 +209,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import run as bench
     with _open(args) as broker:
         report = bench.run_bench(broker, backlog=args.backlog, runs=args.runs,
-                                 synchronous=(("FULL", "NORMAL") if args.synchronous == "both"
+                                 synchronous=(bench.SYNCHRONOUS if args.synchronous == "both"
                                               else args.synchronous),
                                  profile=args.profile, intake_rounds=args.intake_rounds,
                                  latency_orders=args.latency_orders,

@@ -173,7 +173,7 @@ def non_2xx_in_any_run(side: dict[str, Any]) -> str | None:
     """
     bad: dict[str, int] = {}
     total = 0
-    for shape in side.get("every_run", [side.get("runs", [])]):
+    for shape in side["every_run"]:
         for run in shape:
             total += run["requests"]
             for code, n in run["statuses"].items():

@@ -33,6 +33,7 @@ import requests
 from flask import Flask, jsonify, request
 
 from harness.bench import topology_vhost
+from harness.bench.floor import SYNCHRONOUS
 from harness.bench.intake import non_2xx_in_any_run, status_mix
 from harness.brokers import Broker
 from harness.ports import free_ports, release_ports
@@ -40,7 +41,6 @@ from harness.waiting import wait_until
 from lab_services import topology as topo
 from lab_services.settings import load
 
-SYNCHRONOUS = ("FULL", "NORMAL")
 INTAKE_FLOOR_TARGET = 0.8  # the lab's intake (2xx/s) as a fraction of the floor's (issue 21)
 INTAKE_FLOOR_CONNECTIONS = ("1", "4")  # ... at these connection counts
 SCALING_TARGET = 3.0  # the lab's intake with 4 connections at least this times with 1

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.drain import PLENTY, drain_rate, floor_drain, spying
+from harness.bench.floor import SYNCHRONOUS
 from harness.bench.intake import (
     SHAPES,
     in_turn,
@@ -32,7 +33,6 @@ from harness.bench.intake import (
 from harness.bench.intake_floor import (
     INTAKE_FLOOR_TARGET,
     SCALING_TARGET,
-    SYNCHRONOUS,
     describe_intake,
     floor_threads,
     intake_targets,
