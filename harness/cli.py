@@ -45,9 +45,12 @@ def _non_negative(value: str) -> int:
 
 def _positive(value: str) -> int:
     """argparse type: an integer >= 1."""
-    n = _non_negative(value)
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
     if n < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more, not 0")
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
     return n
 
 

@@ -91,6 +91,16 @@ def test_bench_refuses_a_negative_size_before_any_broker_starts(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--runs", "0"), ("--intake-rounds", "-1")])
+def test_bench_refuses_fewer_than_one_run_naming_the_bound(tmp_path, flag, value):
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "harness", "bench", flag, value,
+                           "--out", str(tmp_path)], cwd=root, text=True, capture_output=True,
+                          timeout=60)
+    assert proc.returncode == 2 and f"must be 1 or more, not {value}" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_sides_take_turns_per_shape_first_side_alternating_and_the_median_run_is_kept(
         monkeypatch, tmp_path):
     from harness.bench import intake
